@@ -1,0 +1,183 @@
+//! Configuration: one clap struct, every field a flag and an environment variable, so
+//! `spektr-server --help` is the complete reference.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{ArgAction, Parser, ValueEnum};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Server configuration.
+#[derive(Clone, Parser)]
+#[command(
+    name = "spektr-server",
+    version,
+    about = "Self-hosted Spektr External Step API"
+)]
+pub struct Config {
+    /// Database: `sqlite://path/to/file.db` (created if missing) or `postgres://…`.
+    #[arg(long, env = "DATABASE_URL", default_value = "sqlite://data/spektr.db")]
+    pub database_url: String,
+
+    /// Address to listen on.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8080")]
+    pub bind_addr: SocketAddr,
+
+    /// Bearer token for the admin API; the admin API is disabled when unset.
+    #[arg(long, env = "ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+
+    /// JSON file of workspaces, API keys and processes applied idempotently at start-up.
+    #[arg(long, env = "BOOTSTRAP_FILE")]
+    pub bootstrap_file: Option<PathBuf>,
+
+    /// Log filter, in `RUST_LOG` syntax.
+    #[arg(long = "log-level", env = "RUST_LOG", default_value = "info")]
+    pub log_filter: String,
+
+    /// Log format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Most database connections in the pool.
+    #[arg(long, env = "SPEKTR_DB_MAX_CONNECTIONS", default_value_t = 10)]
+    pub db_max_connections: u32,
+
+    /// Whether this process runs the timeout sweeper (turn off for request-only replicas).
+    #[arg(long, env = "SPEKTR_SWEEPER_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub sweeper_enabled: bool,
+
+    /// Longest sleep of the sweeper between passes, in milliseconds.
+    #[arg(long, env = "SPEKTR_SWEEPER_INTERVAL_MS", default_value_t = 1000)]
+    pub sweeper_interval_ms: u64,
+
+    /// Steps the sweeper times out per transaction.
+    #[arg(long, env = "SPEKTR_SWEEPER_BATCH_SIZE", default_value_t = 500)]
+    pub sweeper_batch_size: i64,
+
+    /// Largest accepted request body, in bytes.
+    #[arg(long, env = "SPEKTR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Requests running longer than this many seconds are answered with 503.
+    #[arg(long, env = "SPEKTR_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+
+    /// How long a response is replayed for a repeated idempotency-key, in seconds.
+    #[arg(long, env = "SPEKTR_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
+    pub idempotency_ttl_secs: u64,
+}
+
+impl Config {
+    /// Checks values that clap cannot, with a message naming the setting.
+    pub fn validate(&self) -> Result<(), String> {
+        let url = self.database_url.as_str();
+        if !["postgres://", "postgresql://", "sqlite:"]
+            .iter()
+            .any(|p| url.starts_with(p))
+        {
+            return Err("DATABASE_URL must start with postgres:// or sqlite://".to_owned());
+        }
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|token| token.len() < 16)
+        {
+            return Err("ADMIN_TOKEN must be at least 16 characters".to_owned());
+        }
+        if self.db_max_connections == 0 {
+            return Err("SPEKTR_DB_MAX_CONNECTIONS must be at least 1".to_owned());
+        }
+        if !(1..=10_000).contains(&self.sweeper_batch_size) {
+            return Err("SPEKTR_SWEEPER_BATCH_SIZE must be between 1 and 10000".to_owned());
+        }
+        if self.sweeper_interval_ms == 0 || self.request_timeout_secs == 0 {
+            return Err("intervals and timeouts must be greater than 0".to_owned());
+        }
+        Ok(())
+    }
+
+    /// The request timeout.
+    pub fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+
+    /// The database URL with any password replaced, for logs.
+    pub fn redacted_database_url(&self) -> String {
+        redact_password(&self.database_url)
+    }
+}
+
+fn redact_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((credentials, host)) = rest.split_once('@') else {
+        return url.to_owned();
+    };
+    match credentials.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_owned(),
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("database_url", &self.redacted_database_url())
+            .field("bind_addr", &self.bind_addr)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "***"))
+            .field("bootstrap_file", &self.bootstrap_file)
+            .field("log_filter", &self.log_filter)
+            .field("log_format", &self.log_format)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("sweeper_enabled", &self.sweeper_enabled)
+            .field("sweeper_interval_ms", &self.sweeper_interval_ms)
+            .field("sweeper_batch_size", &self.sweeper_batch_size)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_hides_secrets() {
+        let config = Config::parse_from([
+            "spektr-server",
+            "--database-url",
+            "postgres://app:hunter2@db:5432/spektr",
+            "--admin-token",
+            "a-very-secret-admin-token",
+        ]);
+
+        let text = format!("{config:?}");
+
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(!text.contains("a-very-secret-admin-token"), "{text}");
+        assert!(text.contains("postgres://app:***@db:5432/spektr"), "{text}");
+    }
+
+    #[test]
+    fn defaults_run_on_sqlite_on_localhost() {
+        let config = Config::parse_from(["spektr-server"]);
+
+        assert!(config.validate().is_ok());
+        assert!(config.database_url.starts_with("sqlite://"));
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+    }
+}

@@ -1,0 +1,739 @@
+//! The Postgres store: the production backend, safe for several server processes at once.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, SqlSafeStr, Transaction};
+use uuid::Uuid;
+
+use super::{
+    ApiKeyRecord, Backend, Change, Decide, DecideStart, ExecutionSnapshot, IdempotencyBegin,
+    IdempotencyClaim, IdempotencyTimes, IdempotentResponse, LockedExecution, NewEvent,
+    NewExecution, ProcessPut, ProcessRecord, StartContext, Store, StoreError, StoreOptions,
+    parse_fields, parse_status,
+};
+use crate::engine::model::{Customer, Event, Execution};
+
+/// Postgres-backed store.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+/// How often a transaction that lost a deadlock or serialization race is tried again.
+const RETRIES: usize = 3;
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        20261203000001,
+        Cow::Borrowed("init"),
+        MigrationType::Simple,
+        include_str!("../../migrations/postgres/20261203000001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl PostgresStore {
+    /// Connects, and migrates the schema to the newest version.
+    pub async fn connect(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
+        let connect = PgConnectOptions::from_str(url)?;
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(connect)
+            .await?;
+        migrator().run(&pool).await?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+/// Whether a failed transaction lost a race that a retry can win.
+fn is_retryable(error: &StoreError) -> bool {
+    match error {
+        StoreError::Backend(sqlx::Error::Database(db)) => {
+            matches!(db.code().as_deref(), Some("40P01" | "40001"))
+        }
+        _ => false,
+    }
+}
+
+fn is_unique_violation(error: &sqlx::Error) -> bool {
+    matches!(error, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+fn execution_from_row(row: &PgRow) -> Result<Execution, StoreError> {
+    Ok(Execution {
+        id: row.try_get("id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        process_id: row.try_get("process_id")?,
+        process_version: row.try_get("process_version")?,
+        spektr_id: row.try_get("spektr_id")?,
+        token: row.try_get("token")?,
+        status: parse_status(row.try_get("status")?)?,
+        step_index: row.try_get("step_index")?,
+        deadline_ms: row.try_get("deadline_ms")?,
+        outcome: row.try_get("outcome")?,
+    })
+}
+
+fn locked_from_row(row: &PgRow) -> Result<LockedExecution, StoreError> {
+    let execution = execution_from_row(row)?;
+    Ok(LockedExecution {
+        customer: Customer {
+            spektr_id: execution.spektr_id,
+            workspace_id: execution.workspace_id.clone(),
+            reference: row.try_get("reference")?,
+            fields: parse_fields(row.try_get("fields")?)?,
+        },
+        execution,
+        definition: row.try_get("definition")?,
+        now_ms: row.try_get("now_ms")?,
+    })
+}
+
+/// Writes events, numbering them per workspace. The workspace rows are locked last and in
+/// id order, so two transactions never wait on each other in a cycle.
+async fn insert_events(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[(String, NewEvent)],
+) -> Result<(), StoreError> {
+    let mut by_workspace: BTreeMap<&str, Vec<&NewEvent>> = BTreeMap::new();
+    for (workspace_id, event) in events {
+        by_workspace.entry(workspace_id).or_default().push(event);
+    }
+    for (workspace_id, events) in by_workspace {
+        let last: i64 = sqlx::query(
+            r#"update workspaces set event_seq = event_seq + $2 where id = $1
+               returning event_seq"#,
+        )
+        .bind(workspace_id)
+        .bind(events.len() as i64)
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get(0)?;
+        let first = last - events.len() as i64 + 1;
+        for (offset, event) in events.into_iter().enumerate() {
+            sqlx::query(
+                r#"insert into events
+                   (id, workspace_id, seq, execution_id, type, created_at_ms, body)
+                   values ($1, $2, $3, $4, $5, $6, $7::jsonb)"#,
+            )
+            .bind(event.id)
+            .bind(workspace_id)
+            .bind(first + offset as i64)
+            .bind(event.execution_id)
+            .bind(event.kind)
+            .bind(event.created_at_ms)
+            .bind(event.body.to_string())
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+async fn store_idempotent_response(
+    tx: &mut Transaction<'_, Postgres>,
+    response: &IdempotentResponse,
+) -> Result<(), StoreError> {
+    let updated = sqlx::query(
+        r#"update idempotency_keys
+           set state = 'done', response_status = $4, response_body = $5
+           where workspace_id = $1 and key = $2 and owner = $3 and state = 'in_flight'"#,
+    )
+    .bind(&response.claim.workspace_id)
+    .bind(&response.claim.key)
+    .bind(response.claim.owner)
+    .bind(i32::from(response.status))
+    .bind(&response.body)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if updated == 0 {
+        // The lease ran out and another request took the key over: this one must not commit.
+        return Err(StoreError::Conflict("idempotency key was taken over"));
+    }
+    Ok(())
+}
+
+/// Applies a decided change to a locked execution and its customer.
+async fn apply_change(
+    tx: &mut Transaction<'_, Postgres>,
+    locked: &LockedExecution,
+    change: &Change,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        r#"update executions
+           set status = $2, step_index = $3, deadline_ms = $4, outcome = $5,
+               updated_at_ms = now_ms()
+           where id = $1"#,
+    )
+    .bind(locked.execution.id)
+    .bind(change.status.as_str())
+    .bind(change.step_index)
+    .bind(change.deadline_ms)
+    .bind(&change.outcome)
+    .execute(&mut **tx)
+    .await?;
+    if let Some(fields) = &change.customer_fields {
+        sqlx::query(
+            r#"update customers set fields = $2::jsonb, updated_at_ms = now_ms()
+               where spektr_id = $1"#,
+        )
+        .bind(locked.customer.spektr_id)
+        .bind(Value::Object(fields.clone()).to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    if let Some(response) = &change.idempotent_response {
+        store_idempotent_response(tx, response).await?;
+    }
+    Ok(())
+}
+
+impl PostgresStore {
+    async fn start_once(
+        &self,
+        new: &NewExecution,
+        decide: DecideStart<'_>,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // The upsert locks the customer row, so concurrent starts for one reference merge
+        // their prefills one after the other.
+        let row = sqlx::query(
+            r#"insert into customers (spektr_id, workspace_id, reference, fields)
+               values ($1, $2, $3, $4::jsonb)
+               on conflict (workspace_id, reference) do update
+               set fields = customers.fields || excluded.fields, updated_at_ms = now_ms()
+               returning spektr_id, fields::text as fields, now_ms() as now_ms"#,
+        )
+        .bind(Uuid::now_v7())
+        .bind(&new.workspace_id)
+        .bind(&new.reference)
+        .bind(Value::Object(new.prefill.clone()).to_string())
+        .fetch_one(&mut *tx)
+        .await?;
+        let context = StartContext {
+            customer: Customer {
+                spektr_id: row.try_get("spektr_id")?,
+                workspace_id: new.workspace_id.clone(),
+                reference: new.reference.clone(),
+                fields: parse_fields(row.try_get("fields")?)?,
+            },
+            now_ms: row.try_get("now_ms")?,
+        };
+        let change = decide(&context);
+
+        sqlx::query(
+            r#"insert into executions
+               (id, workspace_id, process_id, process_version, spektr_id, token, status,
+                step_index, deadline_ms, outcome)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+        )
+        .bind(new.id)
+        .bind(&new.workspace_id)
+        .bind(&new.process_id)
+        .bind(new.process_version)
+        .bind(context.customer.spektr_id)
+        .bind(&new.token)
+        .bind(change.status.as_str())
+        .bind(change.step_index)
+        .bind(change.deadline_ms)
+        .bind(&change.outcome)
+        .execute(&mut *tx)
+        .await?;
+        if let Some(fields) = &change.customer_fields {
+            sqlx::query(r#"update customers set fields = $2::jsonb where spektr_id = $1"#)
+                .bind(context.customer.spektr_id)
+                .bind(Value::Object(fields.clone()).to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let events: Vec<_> = change
+            .events
+            .iter()
+            .map(|event| (new.workspace_id.clone(), event.clone()))
+            .collect();
+        insert_events(&mut tx, &events).await?;
+        if let Some(response) = &change.idempotent_response {
+            store_idempotent_response(&mut tx, response).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn advance_once(&self, token: &str, decide: Decide<'_>) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            r#"select e.id, e.workspace_id, e.process_id, e.process_version, e.spektr_id,
+                      e.token, e.status, e.step_index, e.deadline_ms, e.outcome,
+                      c.reference, c.fields::text as fields, v.definition,
+                      now_ms() as now_ms
+               from executions e
+               join customers c on c.spektr_id = e.spektr_id
+               join process_versions v on v.workspace_id = e.workspace_id
+                    and v.process_id = e.process_id and v.version = e.process_version
+               where e.token = $1
+               for update of e, c"#,
+        )
+        .bind(token)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let locked = locked_from_row(&row)?;
+        let Some(change) = decide(&locked) else {
+            return Ok(false);
+        };
+        apply_change(&mut tx, &locked, &change).await?;
+        let events: Vec<_> = change
+            .events
+            .iter()
+            .map(|event| (locked.execution.workspace_id.clone(), event.clone()))
+            .collect();
+        insert_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn time_out_due_once(&self, limit: i64, decide: Decide<'_>) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // SKIP LOCKED lets every replica sweep at once: each takes rows nobody else holds,
+        // and a row held by a submit in progress is left for that submit to settle.
+        let rows = sqlx::query(
+            r#"select e.id, e.workspace_id, e.process_id, e.process_version, e.spektr_id,
+                      e.token, e.status, e.step_index, e.deadline_ms, e.outcome,
+                      c.reference, c.fields::text as fields, v.definition,
+                      now_ms() as now_ms
+               from executions e
+               join customers c on c.spektr_id = e.spektr_id
+               join process_versions v on v.workspace_id = e.workspace_id
+                    and v.process_id = e.process_id and v.version = e.process_version
+               where e.status = 'pending' and e.deadline_ms is not null
+                 and e.deadline_ms <= now_ms()
+               order by e.deadline_ms
+               limit $1
+               for update of e, c skip locked"#,
+        )
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut locked: Vec<LockedExecution> =
+            rows.iter().map(locked_from_row).collect::<Result<_, _>>()?;
+        // Customers are updated in one order in every transaction, so batches that share
+        // customers cannot deadlock.
+        locked.sort_by_key(|locked| locked.customer.spektr_id);
+        let mut events = Vec::new();
+        let mut changed = 0;
+        for locked in &locked {
+            if let Some(change) = decide(locked) {
+                apply_change(&mut tx, locked, &change).await?;
+                let workspace_id = &locked.execution.workspace_id;
+                events.extend(change.events.into_iter().map(|e| (workspace_id.clone(), e)));
+                changed += 1;
+            }
+        }
+        insert_events(&mut tx, &events).await?;
+        tx.commit().await?;
+        Ok(changed)
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("select 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn schema_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("select coalesce(max(version), 0) from _sqlx_migrations")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn put_workspace(&self, id: &str, name: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query(
+            r#"insert into workspaces (id, name) values ($1, $2)
+               on conflict (id) do update set name = excluded.name, updated_at_ms = now_ms()
+               returning (xmax = 0) as created"#,
+        )
+        .bind(id)
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("created")?)
+    }
+
+    async fn workspace_exists(&self, id: &str) -> Result<bool, StoreError> {
+        let row = sqlx::query("select exists (select 1 from workspaces where id = $1)")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    async fn add_api_key(
+        &self,
+        workspace_id: &str,
+        id: Uuid,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            r#"insert into api_keys (id, workspace_id, key_hash) values ($1, $2, $3)
+               on conflict (key_hash) do nothing"#,
+        )
+        .bind(id)
+        .bind(workspace_id)
+        .bind(key_hash)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row =
+            sqlx::query("select id, workspace_id, key_hash from api_keys where key_hash = $1")
+                .bind(key_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|row| {
+            Ok(ApiKeyRecord {
+                id: row.try_get("id")?,
+                workspace_id: row.try_get("workspace_id")?,
+                key_hash: row.try_get("key_hash")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn put_process(
+        &self,
+        workspace_id: &str,
+        id: &str,
+        definition: &str,
+    ) -> Result<ProcessPut, StoreError> {
+        for _ in 0..RETRIES {
+            let mut tx = self.pool.begin().await?;
+            let current = sqlx::query(
+                r#"select p.current_version, v.definition
+                   from processes p
+                   join process_versions v on v.workspace_id = p.workspace_id
+                        and v.process_id = p.id and v.version = p.current_version
+                   where p.workspace_id = $1 and p.id = $2
+                   for update of p"#,
+            )
+            .bind(workspace_id)
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (created, version) = match current {
+                Some(row) => {
+                    let version: i32 = row.try_get("current_version")?;
+                    let stored: String = row.try_get("definition")?;
+                    if stored == definition {
+                        return Ok(ProcessPut {
+                            created: false,
+                            version,
+                        });
+                    }
+                    (false, version + 1)
+                }
+                None => (true, 1),
+            };
+            let inserted = if created {
+                sqlx::query(
+                    r#"insert into processes (workspace_id, id, current_version)
+                       values ($1, $2, $3)"#,
+                )
+            } else {
+                sqlx::query(
+                    r#"update processes set current_version = $3, updated_at_ms = now_ms()
+                       where workspace_id = $1 and id = $2"#,
+                )
+            }
+            .bind(workspace_id)
+            .bind(id)
+            .bind(version)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                // Two first PUTs raced; the loser tries again as an update.
+                Err(error) if is_unique_violation(&error) => continue,
+                other => other?,
+            };
+            sqlx::query(
+                r#"insert into process_versions (workspace_id, process_id, version, definition)
+                   values ($1, $2, $3, $4)"#,
+            )
+            .bind(workspace_id)
+            .bind(id)
+            .bind(version)
+            .bind(definition)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(ProcessPut { created, version });
+        }
+        Err(StoreError::Conflict("process was changed concurrently"))
+    }
+
+    async fn get_process(
+        &self,
+        workspace_id: &str,
+        id: &str,
+    ) -> Result<Option<ProcessRecord>, StoreError> {
+        let row = sqlx::query(
+            r#"select p.current_version, v.definition
+               from processes p
+               join process_versions v on v.workspace_id = p.workspace_id
+                    and v.process_id = p.id and v.version = p.current_version
+               where p.workspace_id = $1 and p.id = $2"#,
+        )
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ProcessRecord {
+                version: row.try_get("current_version")?,
+                definition: row.try_get("definition")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn get_customer(
+        &self,
+        workspace_id: &str,
+        spektr_id: Uuid,
+    ) -> Result<Option<Customer>, StoreError> {
+        let row = sqlx::query(
+            r#"select reference, fields::text as fields from customers
+               where workspace_id = $1 and spektr_id = $2"#,
+        )
+        .bind(workspace_id)
+        .bind(spektr_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(Customer {
+                spektr_id,
+                workspace_id: workspace_id.to_owned(),
+                reference: row.try_get("reference")?,
+                fields: parse_fields(row.try_get("fields")?)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn list_execution_events(
+        &self,
+        workspace_id: &str,
+        execution_id: Uuid,
+    ) -> Result<Option<Vec<Event>>, StoreError> {
+        let exists = sqlx::query(
+            "select exists (select 1 from executions where id = $1 and workspace_id = $2)",
+        )
+        .bind(execution_id)
+        .bind(workspace_id)
+        .fetch_one(&self.pool)
+        .await?
+        .try_get::<bool, _>(0)?;
+        if !exists {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            r#"select id, seq, execution_id, type, created_at_ms, body::text as body
+               from events where execution_id = $1 order by seq"#,
+        )
+        .bind(execution_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let body: String = row.try_get("body")?;
+                Ok(Event {
+                    id: row.try_get("id")?,
+                    seq: row.try_get("seq")?,
+                    execution_id: row.try_get("execution_id")?,
+                    kind: row.try_get("type")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    body: serde_json::from_str(&body)
+                        .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Some)
+    }
+
+    async fn begin_idempotent(
+        &self,
+        workspace_id: &str,
+        key: &str,
+        fingerprint: &str,
+        times: IdempotencyTimes,
+    ) -> Result<IdempotencyBegin, StoreError> {
+        let owner = Uuid::new_v4();
+        for _ in 0..RETRIES {
+            // Takes the key when it is new, expired, or abandoned by a request whose lease
+            // ran out; otherwise leaves the row alone and reports what is there.
+            let claimed = sqlx::query(
+                r#"insert into idempotency_keys
+                   (workspace_id, key, fingerprint, state, owner, locked_until_ms, created_at_ms)
+                   values ($1, $2, $3, 'in_flight', $4, now_ms() + $5, now_ms())
+                   on conflict (workspace_id, key) do update
+                   set fingerprint = excluded.fingerprint, state = 'in_flight',
+                       owner = excluded.owner, locked_until_ms = excluded.locked_until_ms,
+                       created_at_ms = excluded.created_at_ms,
+                       response_status = null, response_body = null
+                   where idempotency_keys.created_at_ms < now_ms() - $6
+                      or (idempotency_keys.state = 'in_flight'
+                          and idempotency_keys.locked_until_ms < now_ms())
+                   returning owner"#,
+            )
+            .bind(workspace_id)
+            .bind(key)
+            .bind(fingerprint)
+            .bind(owner)
+            .bind(times.lease_ms)
+            .bind(times.ttl_ms)
+            .fetch_optional(&self.pool)
+            .await?;
+            if claimed.is_some() {
+                return Ok(IdempotencyBegin::Claimed(IdempotencyClaim {
+                    workspace_id: workspace_id.to_owned(),
+                    key: key.to_owned(),
+                    owner,
+                }));
+            }
+            let existing = sqlx::query(
+                r#"select fingerprint, state, response_status, response_body
+                   from idempotency_keys where workspace_id = $1 and key = $2"#,
+            )
+            .bind(workspace_id)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            // The owner released the key in between: try to take it again.
+            let Some(row) = existing else { continue };
+            let stored: String = row.try_get("fingerprint")?;
+            if stored != fingerprint {
+                return Ok(IdempotencyBegin::Mismatch);
+            }
+            let state: String = row.try_get("state")?;
+            if state != "done" {
+                return Ok(IdempotencyBegin::InFlight);
+            }
+            let status: i32 = row.try_get("response_status")?;
+            return Ok(IdempotencyBegin::Replay {
+                status: u16::try_from(status)
+                    .map_err(|_| StoreError::Corrupt("response status".to_owned()))?,
+                body: row.try_get("response_body")?,
+            });
+        }
+        Ok(IdempotencyBegin::InFlight)
+    }
+
+    async fn release_idempotent(&self, claim: &IdempotencyClaim) -> Result<(), StoreError> {
+        sqlx::query(
+            r#"delete from idempotency_keys
+               where workspace_id = $1 and key = $2 and owner = $3 and state = 'in_flight'"#,
+        )
+        .bind(&claim.workspace_id)
+        .bind(&claim.key)
+        .bind(claim.owner)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn purge_idempotency(&self, ttl_ms: i64, limit: i64) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            r#"delete from idempotency_keys where ctid in (
+                   select ctid from idempotency_keys
+                   where created_at_ms < now_ms() - $1 and state = 'done'
+                   limit $2)"#,
+        )
+        .bind(ttl_ms)
+        .bind(limit)
+        .execute(&self.pool)
+        .await?;
+        Ok(deleted.rows_affected())
+    }
+
+    async fn start_execution(
+        &self,
+        new: NewExecution,
+        decide: DecideStart<'_>,
+    ) -> Result<(), StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.start_once(&new, decide).await {
+                Err(error) if is_retryable(&error) && attempt + 1 < RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn load_execution(&self, token: &str) -> Result<Option<ExecutionSnapshot>, StoreError> {
+        let row = sqlx::query(
+            r#"select e.id, e.workspace_id, e.process_id, e.process_version, e.spektr_id,
+                      e.token, e.status, e.step_index, e.deadline_ms, e.outcome,
+                      v.definition, now_ms() as now_ms
+               from executions e
+               join process_versions v on v.workspace_id = e.workspace_id
+                    and v.process_id = e.process_id and v.version = e.process_version
+               where e.token = $1"#,
+        )
+        .bind(token)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|row| {
+            Ok(ExecutionSnapshot {
+                execution: execution_from_row(&row)?,
+                definition: row.try_get("definition")?,
+                now_ms: row.try_get("now_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn advance_execution(&self, token: &str, decide: Decide<'_>) -> Result<bool, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.advance_once(token, decide).await {
+                Err(error) if is_retryable(&error) && attempt + 1 < RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn time_out_due(&self, limit: i64, decide: Decide<'_>) -> Result<usize, StoreError> {
+        let mut attempt = 0;
+        loop {
+            match self.time_out_due_once(limit, decide).await {
+                Err(error) if is_retryable(&error) && attempt + 1 < RETRIES => attempt += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn next_deadline_in(&self) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            r#"select min(deadline_ms) - now_ms() from executions
+               where status = 'pending' and deadline_ms is not null"#,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+}
