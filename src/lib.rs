@@ -75,10 +75,12 @@ impl Server {
         shutdown: CancellationToken,
     ) -> anyhow::Result<()> {
         let store = self.engine.store();
+        let address = listener.local_addr()?;
+        let schema_version = store.schema_version().await?;
         tracing::info!(
-            address = %listener.local_addr()?,
+            address = %address,
             backend = store.backend().as_str(),
-            schema_version = store.schema_version().await?,
+            schema_version,
             sweeper = self.config.sweeper_enabled,
             "spektr-server listening"
         );

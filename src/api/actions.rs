@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{Method, StatusCode, Uri};
+use axum::http::{StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
@@ -89,7 +89,6 @@ pub async fn start_process(
     Workspace(workspace_id): Workspace,
     Path((process_id, path_workspace)): Path<(String, String)>,
     IdempotencyKey(key): IdempotencyKey,
-    method: Method,
     uri: Uri,
     JsonBody(body): JsonBody,
 ) -> Result<Response, ApiError> {
@@ -101,7 +100,7 @@ pub async fn start_process(
         Some(data) if data.is_object() => data.clone(),
         _ => return Err(ApiError::bad_request("'data' must be a JSON object")),
     };
-    let fingerprint = idempotency::fingerprint(method.as_str(), uri.path(), &body);
+    let fingerprint = idempotency::fingerprint("POST", uri.path(), &body);
     let command = StartCommand {
         workspace_id: workspace_id.clone(),
         process_id,
@@ -137,14 +136,13 @@ pub async fn submit_external_data(
     Path(token): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     IdempotencyKey(key): IdempotencyKey,
-    method: Method,
     uri: Uri,
     JsonBody(payload): JsonBody,
 ) -> Result<Response, ApiError> {
     let path_and_query = uri
         .path_and_query()
         .map_or(uri.path(), |value| value.as_str());
-    let fingerprint = idempotency::fingerprint(method.as_str(), path_and_query, &payload);
+    let fingerprint = idempotency::fingerprint("POST", path_and_query, &payload);
     let filled_by = query
         .get("filledBy")
         .cloned()

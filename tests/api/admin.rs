@@ -1,0 +1,255 @@
+//! The admin API and tenancy.
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use crate::helpers::{
+    ADMIN_TOKEN, PROCESS, WORKSPACE, error_body, guide_process, spawn_app, spawn_app_with,
+};
+
+#[tokio::test]
+async fn workspaces_are_created_then_updated_idempotently() {
+    let app = spawn_app().await;
+    let url = app.url("/admin/v1/workspaces/acme");
+
+    let first = app
+        .client
+        .put(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Acme"}))
+        .send()
+        .await
+        .expect("put");
+    let second = app
+        .client
+        .put(&url)
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Acme 2"}))
+        .send()
+        .await
+        .expect("put");
+
+    assert_eq!(first.status(), StatusCode::CREATED);
+    assert_eq!(second.status(), StatusCode::OK);
+    assert_eq!(
+        second.json::<Value>().await.expect("json"),
+        json!({"id": "acme", "name": "Acme 2"})
+    );
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_the_admin_token() {
+    let app = spawn_app().await;
+    let url = app.url(&format!("/admin/v1/workspaces/{WORKSPACE}/api-keys"));
+
+    let missing = app.client.post(&url).send().await.expect("post");
+    error_body(missing, StatusCode::UNAUTHORIZED).await;
+    let wrong = app
+        .client
+        .post(&url)
+        .bearer_auth("wrong-token-0123456789")
+        .send()
+        .await
+        .expect("post");
+    error_body(wrong, StatusCode::UNAUTHORIZED).await;
+    let api_key = app
+        .client
+        .post(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("post");
+    error_body(api_key, StatusCode::UNAUTHORIZED).await;
+}
+
+#[tokio::test]
+async fn without_an_admin_token_the_admin_api_does_not_exist() {
+    let app = spawn_app_with(|_| {}).await;
+    let disabled = crate::helpers::start_server(&app.database_url, |config| {
+        config.admin_token = None;
+    })
+    .await;
+
+    let response = disabled
+        .client
+        .put(disabled.url("/admin/v1/workspaces/x"))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "x"}))
+        .send()
+        .await
+        .expect("put");
+
+    error_body(response, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn api_keys_for_unknown_workspaces_are_refused() {
+    let app = spawn_app().await;
+
+    let response = app
+        .client
+        .post(app.url("/admin/v1/workspaces/nope/api-keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("post");
+
+    error_body(response, StatusCode::NOT_FOUND).await;
+}
+
+#[tokio::test]
+async fn invalid_definitions_are_refused_naming_each_problem() {
+    let app = spawn_app().await;
+    let definition = json!({
+        "name": "Broken",
+        "type": "onboarding",
+        "steps": [
+            {"id": "a", "type": "externalData", "title": "A", "expectedFields": []},
+            {"id": "b", "type": "externalData", "title": "B", "expectedFields": [
+                {"spektrDataField": "x", "type": "string", "required": true},
+                {"spektrDataField": "x", "type": "colour", "required": true}
+            ], "routes": [{"when": {"field": "x", "equals": 1}, "goto": "missing"}]},
+            {"id": "c", "type": "teleport"}
+        ]
+    });
+
+    let response = app
+        .client
+        .put(app.url(&format!(
+            "/admin/v1/workspaces/{WORKSPACE}/processes/broken"
+        )))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&definition)
+        .send()
+        .await
+        .expect("put");
+
+    let body = error_body(response, StatusCode::BAD_REQUEST).await;
+    let problems = body["details"]["problems"].to_string();
+    for expected in [
+        "steps[0]: 'expectedFields' must be a non-empty array",
+        "duplicate field key 'x'",
+        "unknown field type 'colour'",
+        "route to unknown step 'missing'",
+        "unknown step type 'teleport'",
+    ] {
+        assert!(
+            problems.contains(expected),
+            "missing {expected:?} in {problems}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_changed_definition_applies_to_new_executions_only() {
+    let app = spawn_app().await;
+    let old_token = app.start_token(PROCESS, "before").await;
+    let mut changed = guide_process(None);
+    changed["steps"][0]["expectedFields"] =
+        json!([{"spektrDataField": "vat_number", "type": "string", "required": true}]);
+
+    let put = app.put_process(PROCESS, changed.clone()).await;
+    let again = app.put_process(PROCESS, changed).await;
+    let new_token = app.start_token(PROCESS, "after").await;
+
+    assert_eq!(put["version"], 2);
+    assert_eq!(again["version"], 2);
+    let old = app.current_step_json(&old_token).await;
+    assert_eq!(
+        old["node"]["expectedFields"][0]["spektrDataField"],
+        "company_name"
+    );
+    let new = app.current_step_json(&new_token).await;
+    assert_eq!(
+        new["node"]["expectedFields"][0]["spektrDataField"],
+        "vat_number"
+    );
+}
+
+#[tokio::test]
+async fn another_workspaces_key_sees_nothing() {
+    let app = spawn_app().await;
+    let started = app.start(PROCESS, "customer-1").await;
+    let token = started["token"].as_str().expect("token");
+    app.admin_put("/admin/v1/workspaces/intruder", json!({"name": "Other"}))
+        .await;
+    let other_key: Value = app
+        .client
+        .post(app.url("/admin/v1/workspaces/intruder/api-keys"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("key")
+        .json()
+        .await
+        .expect("json");
+    let other_key = other_key["key"].as_str().expect("key");
+
+    let read = app
+        .client
+        .get(app.url(&format!("/v2/public/actions/{token}")))
+        .header("x-api-key", other_key)
+        .send()
+        .await
+        .expect("get");
+    let read = error_body(read, StatusCode::NOT_FOUND).await;
+    let unknown = error_body(
+        app.current_step("unknown-token").await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+    assert_eq!(
+        read, unknown,
+        "another workspace's token must look like an unknown one"
+    );
+
+    let submit = app
+        .client
+        .post(app.url(&format!("/v3/public/actions/{token}")))
+        .header("x-api-key", other_key)
+        .json(&json!({"company_name": "Evil", "country_of_incorporation": "DK"}))
+        .send()
+        .await
+        .expect("submit");
+    error_body(submit, StatusCode::NOT_FOUND).await;
+    let start = app
+        .client
+        .post(app.url(&format!(
+            "/v2/public/actions/processId/{PROCESS}/workspaceId/{WORKSPACE}"
+        )))
+        .header("x-api-key", other_key)
+        .json(&json!({"data": {"reference": "x"}}))
+        .send()
+        .await
+        .expect("start");
+    error_body(start, StatusCode::NOT_FOUND).await;
+    assert_eq!(
+        app.current_step_json(token).await["execution"]["status"],
+        "pending"
+    );
+}
+
+#[tokio::test]
+async fn customers_and_activity_of_other_workspaces_are_not_found() {
+    let app = spawn_app().await;
+    let started = app.start(PROCESS, "customer-1").await;
+    let spektr_id = started["spektrId"].as_str().expect("id");
+    let execution_id = app
+        .current_step_json(started["token"].as_str().expect("token"))
+        .await["execution"]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    for path in [
+        format!("/admin/v1/workspaces/other/customers/{spektr_id}"),
+        format!("/admin/v1/workspaces/other/executions/{execution_id}/activity"),
+        format!("/admin/v1/workspaces/{WORKSPACE}/customers/not-a-uuid"),
+        format!(
+            "/admin/v1/workspaces/{WORKSPACE}/executions/{}/activity",
+            uuid::Uuid::new_v4()
+        ),
+    ] {
+        error_body(app.admin_get(&path).await, StatusCode::NOT_FOUND).await;
+    }
+}

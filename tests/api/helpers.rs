@@ -1,0 +1,339 @@
+//! `spawn_app()`: a server built exactly as `main` builds it, on a port chosen by the OS and
+//! a fresh database (a new SQLite file, or a new schema in the Postgres database named by
+//! `TEST_DATABASE_URL`), with one workspace, one API key and the guide's process.
+
+// Not every test module uses every helper.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use spektr_server::Server;
+use spektr_server::config::Config;
+use spektr_server::engine::Engine;
+
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+pub const WORKSPACE: &str = "ws-test";
+pub const PROCESS: &str = "kyb-onboarding";
+
+/// A running test server.
+pub struct TestApp {
+    pub address: String,
+    pub client: Client,
+    pub api_key: String,
+    pub database_url: String,
+    pub engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Whether the tests run against Postgres.
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_DATABASE_URL").is_ok_and(|url| url.starts_with("postgres"))
+}
+
+/// A fresh, empty database URL for one test.
+pub async fn fresh_database_url() -> String {
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(base) if base.starts_with("postgres") => {
+            let schema = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(&base)
+                .await
+                .expect("connect to TEST_DATABASE_URL");
+            sqlx::query(sqlx::AssertSqlSafe(format!("create schema {schema}")))
+                .execute(&mut connection)
+                .await
+                .expect("create test schema");
+            let separator = if base.contains('?') { '&' } else { '?' };
+            format!("{base}{separator}options=-c%20search_path%3D{schema}")
+        }
+        _ => {
+            let path =
+                std::env::temp_dir().join(format!("spektr-test-{}.db", uuid::Uuid::new_v4()));
+            format!("sqlite://{}", path.display())
+        }
+    }
+}
+
+/// Settings every test server shares; `adjust` changes them per test.
+pub fn test_config(database_url: &str) -> Config {
+    Config::parse_from([
+        "spektr-server",
+        "--database-url",
+        database_url,
+        "--admin-token",
+        ADMIN_TOKEN,
+        "--db-max-connections",
+        "5",
+        "--sweeper-interval-ms",
+        "200",
+        "--log-level",
+        "warn",
+    ])
+}
+
+/// A server with the guide's process and no timeout.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+/// A server whose configuration `adjust` may change.
+pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let database_url = fresh_database_url().await;
+    let app = start_server(&database_url, adjust).await;
+    app.admin_put(
+        &format!("/admin/v1/workspaces/{WORKSPACE}"),
+        json!({"name": "Test"}),
+    )
+    .await;
+    let key = app
+        .client
+        .post(app.url(&format!("/admin/v1/workspaces/{WORKSPACE}/api-keys")))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .expect("create api key");
+    assert_eq!(key.status(), StatusCode::CREATED);
+    let key: Value = key.json().await.expect("api key json");
+    let mut app = app;
+    app.api_key = key["key"].as_str().expect("key").to_owned();
+    app.put_process(PROCESS, guide_process(None)).await;
+    app
+}
+
+/// Starts a server on an existing database (for restarts and several replicas).
+pub async fn start_server(database_url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    let mut config = test_config(database_url);
+    adjust(&mut config);
+    let server = Server::build(config).await.expect("server builds");
+    let engine = server.engine().clone();
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = format!("http://{}", listener.local_addr().expect("address"));
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(server.serve(listener, shutdown.clone()));
+    TestApp {
+        address,
+        client: Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        api_key: String::new(),
+        database_url: database_url.to_owned(),
+        engine,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+/// The guide's process: one External Step (company_name string, country_of_incorporation
+/// country), routing to manual review when it fails.
+pub fn guide_process(timeout_seconds: Option<f64>) -> Value {
+    let mut step = json!({
+        "id": "company-payload",
+        "type": "externalData",
+        "title": "Wait for company payload",
+        "expectedFields": [
+            {"spektrDataField": "company_name", "type": "string", "required": true},
+            {"spektrDataField": "country_of_incorporation", "type": "country", "required": true}
+        ],
+        "routes": [{"when": {"field": "external_data_failure", "equals": true},
+                    "goto": "manual-review"}]
+    });
+    if let Some(timeout) = timeout_seconds {
+        step["timeoutSeconds"] = json!(timeout);
+    }
+    json!({
+        "name": "KYB onboarding",
+        "type": "onboarding",
+        "availableLanguages": ["en-GB"],
+        "steps": [
+            step,
+            {"id": "approved", "type": "end", "outcome": "approved"},
+            {"id": "manual-review", "type": "end", "outcome": "manual_review"}
+        ]
+    })
+}
+
+/// A process with one External Step expecting `fields`.
+pub fn process_expecting(fields: Value) -> Value {
+    json!({
+        "name": "Fields",
+        "type": "onboarding",
+        "steps": [{"id": "collect", "type": "externalData", "title": "Collect",
+                   "expectedFields": fields}]
+    })
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    pub fn start_path(process: &str) -> String {
+        format!("/v2/public/actions/processId/{process}/workspaceId/{WORKSPACE}")
+    }
+
+    /// PUT with the admin token; asserts success.
+    pub async fn admin_put(&self, path: &str, body: Value) -> Value {
+        let response = self
+            .client
+            .put(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("admin put");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert!(status.is_success(), "PUT {path} answered {status}: {body}");
+        body
+    }
+
+    /// GET with the admin token.
+    pub async fn admin_get(&self, path: &str) -> Response {
+        self.client
+            .get(self.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("admin get")
+    }
+
+    pub async fn put_process(&self, id: &str, definition: Value) -> Value {
+        self.admin_put(
+            &format!("/admin/v1/workspaces/{WORKSPACE}/processes/{id}"),
+            definition,
+        )
+        .await
+    }
+
+    /// Starts `process` for `reference`; returns the raw response.
+    pub async fn start_raw(&self, process: &str, body: Value) -> Response {
+        self.client
+            .post(self.url(&Self::start_path(process)))
+            .header("x-api-key", &self.api_key)
+            .json(&body)
+            .send()
+            .await
+            .expect("start")
+    }
+
+    /// Starts `process` for `reference`; asserts 201 and returns the body.
+    pub async fn start(&self, process: &str, reference: &str) -> Value {
+        let response = self
+            .start_raw(process, json!({"data": {"reference": reference}}))
+            .await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// Starts `process` and returns the token.
+    pub async fn start_token(&self, process: &str, reference: &str) -> String {
+        self.start(process, reference).await["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
+    }
+
+    pub async fn current_step(&self, token: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/v2/public/actions/{token}")))
+            .header("x-api-key", &self.api_key)
+            .send()
+            .await
+            .expect("current step")
+    }
+
+    /// The current-step body; asserts 200.
+    pub async fn current_step_json(&self, token: &str) -> Value {
+        let response = self.current_step(token).await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    pub async fn submit(&self, token: &str, payload: Value) -> Response {
+        self.client
+            .post(self.url(&format!("/v3/public/actions/{token}")))
+            .header("x-api-key", &self.api_key)
+            .json(&payload)
+            .send()
+            .await
+            .expect("submit")
+    }
+
+    /// The stored customer (admin view).
+    pub async fn customer(&self, spektr_id: &str) -> Value {
+        let response = self
+            .admin_get(&format!(
+                "/admin/v1/workspaces/{WORKSPACE}/customers/{spektr_id}"
+            ))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        response.json().await.expect("json")
+    }
+
+    /// The execution's activity types, oldest first.
+    pub async fn activity(&self, execution_id: &str) -> Vec<Value> {
+        let response = self
+            .admin_get(&format!(
+                "/admin/v1/workspaces/{WORKSPACE}/executions/{execution_id}/activity"
+            ))
+            .await;
+        assert_eq!(response.status(), StatusCode::OK);
+        let body: Value = response.json().await.expect("json");
+        body["activity"].as_array().expect("activity").clone()
+    }
+
+    /// Stops the server gracefully and waits for it.
+    pub async fn stop(mut self) {
+        self.shutdown.cancel();
+        if let Some(handle) = self.handle.take() {
+            handle
+                .await
+                .expect("server task")
+                .expect("server stopped cleanly");
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// The `type`s of activity entries.
+pub fn kinds(activity: &[Value]) -> Vec<String> {
+    activity
+        .iter()
+        .map(|entry| entry["type"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Reads an error envelope and checks its shape.
+pub async fn error_body(response: Response, status: StatusCode) -> Value {
+    assert_eq!(response.status(), status);
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        content_type.starts_with("application/json"),
+        "content type {content_type}"
+    );
+    let body: Value = response.json().await.expect("json error body");
+    assert!(body["errorCode"].is_string(), "{body}");
+    assert!(body["message"].is_string(), "{body}");
+    body
+}

@@ -1,0 +1,6 @@
+//! Integration tests: the real router over a real listener, against SQLite by default and
+//! against Postgres when `TEST_DATABASE_URL` names one.
+
+mod actions;
+mod admin;
+mod helpers;
