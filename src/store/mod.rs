@@ -292,6 +292,9 @@ pub trait Store: Send + Sync {
     /// transaction. Returns how many changed.
     async fn time_out_due(&self, limit: i64, decide: Decide<'_>) -> Result<usize, StoreError>;
 
+    /// How many events of one type exist, and for how many distinct executions.
+    async fn count_events(&self, kind: &str) -> Result<(i64, i64), StoreError>;
+
     /// Milliseconds from the database's now until the earliest pending deadline (negative
     /// when it has passed), or `None` when nothing waits with a deadline.
     async fn next_deadline_in(&self) -> Result<Option<i64>, StoreError>;

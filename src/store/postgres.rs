@@ -727,6 +727,16 @@ impl Store for PostgresStore {
         }
     }
 
+    async fn count_events(&self, kind: &str) -> Result<(i64, i64), StoreError> {
+        let row = sqlx::query(
+            "select count(*), count(distinct execution_id) from events where type = $1",
+        )
+        .bind(kind)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((row.try_get(0)?, row.try_get(1)?))
+    }
+
     async fn next_deadline_in(&self) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
             r#"select min(deadline_ms) - now_ms() from executions

@@ -4,3 +4,4 @@
 mod actions;
 mod admin;
 mod helpers;
+mod timeouts;
