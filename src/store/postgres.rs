@@ -1,11 +1,11 @@
 //! The Postgres store: the production backend, safe for several server processes at once.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
 
 use async_trait::async_trait;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, SqlSafeStr, Transaction};
@@ -105,6 +105,7 @@ async fn insert_events(
     for (workspace_id, event) in events {
         by_workspace.entry(workspace_id).or_default().push(event);
     }
+    let mut columns = EventColumns::default();
     for (workspace_id, events) in by_workspace {
         let last: i64 = sqlx::query(
             r#"update workspaces set event_seq = event_seq + $2 where id = $1
@@ -117,23 +118,54 @@ async fn insert_events(
         .try_get(0)?;
         let first = last - events.len() as i64 + 1;
         for (offset, event) in events.into_iter().enumerate() {
-            sqlx::query(
-                r#"insert into events
-                   (id, workspace_id, seq, execution_id, type, created_at_ms, body)
-                   values ($1, $2, $3, $4, $5, $6, $7::jsonb)"#,
-            )
-            .bind(event.id)
-            .bind(workspace_id)
-            .bind(first + offset as i64)
-            .bind(event.execution_id)
-            .bind(event.kind)
-            .bind(event.created_at_ms)
-            .bind(event.body.to_string())
-            .execute(&mut **tx)
-            .await?;
+            columns.push(workspace_id, first + offset as i64, event);
         }
     }
+    if columns.ids.is_empty() {
+        return Ok(());
+    }
+    // One statement for the whole set: a sweeper batch writes hundreds of events.
+    sqlx::query(
+        r#"insert into events (id, workspace_id, seq, execution_id, type, created_at_ms, body)
+           select id, workspace_id, seq, execution_id, type, created_at_ms, body::jsonb
+           from unnest($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
+                       $6::int8[], $7::text[])
+                as u(id, workspace_id, seq, execution_id, type, created_at_ms, body)"#,
+    )
+    .bind(columns.ids)
+    .bind(columns.workspace_ids)
+    .bind(columns.seqs)
+    .bind(columns.execution_ids)
+    .bind(columns.kinds)
+    .bind(columns.created_at_ms)
+    .bind(columns.bodies)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
+}
+
+/// Events as column arrays, for one `unnest` insert.
+#[derive(Default)]
+struct EventColumns {
+    ids: Vec<Uuid>,
+    workspace_ids: Vec<String>,
+    seqs: Vec<i64>,
+    execution_ids: Vec<Option<Uuid>>,
+    kinds: Vec<&'static str>,
+    created_at_ms: Vec<i64>,
+    bodies: Vec<String>,
+}
+
+impl EventColumns {
+    fn push(&mut self, workspace_id: &str, seq: i64, event: &NewEvent) {
+        self.ids.push(event.id);
+        self.workspace_ids.push(workspace_id.to_owned());
+        self.seqs.push(seq);
+        self.execution_ids.push(event.execution_id);
+        self.kinds.push(event.kind);
+        self.created_at_ms.push(event.created_at_ms);
+        self.bodies.push(event.body.to_string());
+    }
 }
 
 async fn store_idempotent_response(
@@ -323,22 +355,84 @@ impl PostgresStore {
         .await?;
         let mut locked: Vec<LockedExecution> =
             rows.iter().map(locked_from_row).collect::<Result<_, _>>()?;
-        // Customers are updated in one order in every transaction, so batches that share
-        // customers cannot deadlock.
+        // NOTE: the select above already holds every execution and customer row this batch
+        // writes, so the updates below cannot wait on another sweeper; only the workspace
+        // rows (for event numbers) are locked later, in id order.
         locked.sort_by_key(|locked| locked.customer.spektr_id);
+        // Rows of one customer see each other's changes, as they would one after the other.
+        let mut customers: HashMap<Uuid, Map<String, Value>> = HashMap::new();
+        let mut updates = ExecutionColumns::default();
         let mut events = Vec::new();
-        let mut changed = 0;
-        for locked in &locked {
-            if let Some(change) = decide(locked) {
-                apply_change(&mut tx, locked, &change).await?;
-                let workspace_id = &locked.execution.workspace_id;
-                events.extend(change.events.into_iter().map(|e| (workspace_id.clone(), e)));
-                changed += 1;
+        for locked in &mut locked {
+            if let Some(fields) = customers.get(&locked.customer.spektr_id) {
+                locked.customer.fields = fields.clone();
             }
+            let Some(change) = decide(locked) else { continue };
+            updates.push(locked.execution.id, &change);
+            if let Some(fields) = change.customer_fields {
+                customers.insert(locked.customer.spektr_id, fields);
+            }
+            let workspace_id = &locked.execution.workspace_id;
+            events.extend(change.events.into_iter().map(|e| (workspace_id.clone(), e)));
         }
+        let changed = updates.ids.len();
+        if changed == 0 {
+            return Ok(0);
+        }
+        // Set-based writes: a few statements per batch, however large the batch.
+        sqlx::query(
+            r#"update executions e
+               set status = u.status, step_index = u.step_index, deadline_ms = u.deadline_ms,
+                   outcome = u.outcome, updated_at_ms = now_ms()
+               from unnest($1::uuid[], $2::text[], $3::int4[], $4::int8[], $5::text[])
+                    as u(id, status, step_index, deadline_ms, outcome)
+               where e.id = u.id"#,
+        )
+        .bind(updates.ids)
+        .bind(updates.statuses)
+        .bind(updates.step_indexes)
+        .bind(updates.deadlines)
+        .bind(updates.outcomes)
+        .execute(&mut *tx)
+        .await?;
+        let mut customers: Vec<_> = customers.into_iter().collect();
+        customers.sort_by_key(|(spektr_id, _)| *spektr_id);
+        let (spektr_ids, fields): (Vec<Uuid>, Vec<String>) = customers
+            .into_iter()
+            .map(|(id, fields)| (id, Value::Object(fields).to_string()))
+            .unzip();
+        sqlx::query(
+            r#"update customers c set fields = u.fields::jsonb, updated_at_ms = now_ms()
+               from unnest($1::uuid[], $2::text[]) as u(spektr_id, fields)
+               where c.spektr_id = u.spektr_id"#,
+        )
+        .bind(spektr_ids)
+        .bind(fields)
+        .execute(&mut *tx)
+        .await?;
         insert_events(&mut tx, &events).await?;
         tx.commit().await?;
         Ok(changed)
+    }
+}
+
+/// Execution changes as column arrays, for one `unnest` update.
+#[derive(Default)]
+struct ExecutionColumns {
+    ids: Vec<Uuid>,
+    statuses: Vec<&'static str>,
+    step_indexes: Vec<i32>,
+    deadlines: Vec<Option<i64>>,
+    outcomes: Vec<Option<String>>,
+}
+
+impl ExecutionColumns {
+    fn push(&mut self, id: Uuid, change: &Change) {
+        self.ids.push(id);
+        self.statuses.push(change.status.as_str());
+        self.step_indexes.push(change.step_index);
+        self.deadlines.push(change.deadline_ms);
+        self.outcomes.push(change.outcome.clone());
     }
 }
 
