@@ -43,6 +43,7 @@ impl Server {
         let options = StoreOptions {
             max_connections: config.db_max_connections,
             acquire_timeout: Duration::from_secs(5),
+            announce_deadlines_within_ms: config.sweeper_interval_ms as i64,
         };
         let store = store::connect(&config.database_url, &options)
             .await
@@ -90,6 +91,7 @@ impl Server {
                 max_interval: Duration::from_millis(self.config.sweeper_interval_ms),
                 batch_size: self.config.sweeper_batch_size,
             };
+            self.engine.listen_for_deadlines(shutdown.clone());
             tasks.spawn(sweeper::run_sweeper(
                 self.engine.clone(),
                 options,

@@ -47,7 +47,7 @@ pub struct Engine {
     /// Authenticated API keys by hash; keys cannot be revoked, so entries never go stale.
     api_keys: RwLock<HashMap<String, String>>,
     /// Woken whenever a new deadline is stored, so the sweeper can sleep until the earliest.
-    deadline_added: Notify,
+    deadline_added: Arc<Notify>,
 }
 
 /// A start request, already authenticated for `workspace_id`.
@@ -113,7 +113,7 @@ impl Engine {
             options,
             definitions: RwLock::new(HashMap::new()),
             api_keys: RwLock::new(HashMap::new()),
-            deadline_added: Notify::new(),
+            deadline_added: Arc::new(Notify::new()),
         }
     }
 
@@ -448,6 +448,12 @@ impl Engine {
     /// Milliseconds until the earliest stored deadline, by the database clock.
     pub async fn next_deadline_in(&self) -> Result<Option<i64>, EngineError> {
         Ok(self.store.next_deadline_in().await?)
+    }
+
+    /// Also wakes the sweeper when another process announces a deadline due soon.
+    pub fn listen_for_deadlines(&self, shutdown: tokio_util::sync::CancellationToken) {
+        self.store
+            .listen_for_deadlines(self.deadline_added.clone(), shutdown);
     }
 
     /// Resolves when a deadline is stored after the last call returned.

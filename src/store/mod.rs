@@ -8,6 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::engine::model::{Customer, Event, Execution, ExecutionStatus};
@@ -69,6 +71,9 @@ impl From<sqlx::Error> for StoreError {
 pub struct StoreOptions {
     pub max_connections: u32,
     pub acquire_timeout: std::time::Duration,
+    /// A deadline stored less than this many milliseconds ahead is announced to the sweepers
+    /// of other processes (Postgres `NOTIFY`); later ones are found by their regular pass.
+    pub announce_deadlines_within_ms: i64,
 }
 
 /// An API key as stored: only its hash.
@@ -291,6 +296,10 @@ pub trait Store: Send + Sync {
     /// another transaction holds) and applies what `decide` returns for each, in one
     /// transaction. Returns how many changed.
     async fn time_out_due(&self, limit: i64, decide: Decide<'_>) -> Result<usize, StoreError>;
+
+    /// Calls `wake.notify_one()` whenever another process announces a deadline that is due
+    /// soon, until `shutdown`. Only Postgres has several processes; SQLite ignores this.
+    fn listen_for_deadlines(&self, _wake: Arc<Notify>, _shutdown: CancellationToken) {}
 
     /// How many events of one type exist, and for how many distinct executions.
     async fn count_events(&self, kind: &str) -> Result<(i64, i64), StoreError>;

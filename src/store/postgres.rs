@@ -3,12 +3,16 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, SqlSafeStr, Transaction};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::{
@@ -22,7 +26,11 @@ use crate::engine::model::{Customer, Event, Execution};
 /// Postgres-backed store.
 pub struct PostgresStore {
     pool: PgPool,
+    announce_within_ms: i64,
 }
+
+/// The channel on which processes announce deadlines that are due soon.
+const DEADLINE_CHANNEL: &str = "spektr_deadlines";
 
 /// How often a transaction that lost a deadlock or serialization race is tried again.
 const RETRIES: usize = 3;
@@ -47,7 +55,40 @@ impl PostgresStore {
             .connect_with(connect)
             .await?;
         migrator().run(&pool).await?;
-        Ok(PostgresStore { pool })
+        Ok(PostgresStore {
+            pool,
+            announce_within_ms: options.announce_deadlines_within_ms,
+        })
+    }
+}
+
+/// Wakes the sweeper for each announced deadline. The listener reconnects by itself after a
+/// lost connection; announcements missed meanwhile are found by the sweeper's regular pass.
+async fn listen(pool: PgPool, wake: Arc<Notify>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(error = %error, "cannot listen for deadlines; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if let Err(error) = listener.listen(DEADLINE_CHANNEL).await {
+            tracing::warn!(error = %error, "cannot listen for deadlines; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        loop {
+            match listener.recv().await {
+                Ok(_) => wake.notify_one(),
+                Err(error) => {
+                    tracing::warn!(error = %error, "deadline listener lost its connection");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    break;
+                }
+            }
+        }
     }
 }
 
@@ -228,6 +269,26 @@ async fn apply_change(
 }
 
 impl PostgresStore {
+    /// Tells every process's sweeper (on commit) when `change` stores a deadline due sooner
+    /// than their regular pass would notice it; returns whether it did.
+    async fn announce_deadline(
+        &self,
+        tx: &mut Transaction<'_, Postgres>,
+        change: &Change,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let soon = change
+            .deadline_ms
+            .is_some_and(|deadline| deadline - now_ms < self.announce_within_ms);
+        if soon {
+            sqlx::query("select pg_notify($1, '')")
+                .bind(DEADLINE_CHANNEL)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(soon)
+    }
+
     async fn start_once(
         &self,
         new: &NewExecution,
@@ -294,6 +355,8 @@ impl PostgresStore {
         if let Some(response) = &change.idempotent_response {
             store_idempotent_response(&mut tx, response).await?;
         }
+        self.announce_deadline(&mut tx, &change, context.now_ms)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -327,6 +390,8 @@ impl PostgresStore {
             .map(|event| (locked.execution.workspace_id.clone(), event.clone()))
             .collect();
         insert_events(&mut tx, &events).await?;
+        self.announce_deadline(&mut tx, &change, locked.now_ms)
+            .await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -363,11 +428,19 @@ impl PostgresStore {
         let mut customers: HashMap<Uuid, Map<String, Value>> = HashMap::new();
         let mut updates = ExecutionColumns::default();
         let mut events = Vec::new();
+        let mut announced = false;
         for locked in &mut locked {
             if let Some(fields) = customers.get(&locked.customer.spektr_id) {
                 locked.customer.fields = fields.clone();
             }
-            let Some(change) = decide(locked) else { continue };
+            let Some(change) = decide(locked) else {
+                continue;
+            };
+            if !announced {
+                announced = self
+                    .announce_deadline(&mut tx, &change, locked.now_ms)
+                    .await?;
+            }
             updates.push(locked.execution.id, &change);
             if let Some(fields) = change.customer_fields {
                 customers.insert(locked.customer.spektr_id, fields);
@@ -819,6 +892,16 @@ impl Store for PostgresStore {
                 other => return other,
             }
         }
+    }
+
+    fn listen_for_deadlines(&self, wake: Arc<Notify>, shutdown: CancellationToken) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = listen(pool, wake) => {}
+            }
+        });
     }
 
     async fn count_events(&self, kind: &str) -> Result<(i64, i64), StoreError> {

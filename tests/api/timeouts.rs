@@ -260,6 +260,7 @@ async fn wait_for_timed_out_events(database_url: &str, expected: usize) -> (i64,
         &spektr_server::store::StoreOptions {
             max_connections: 1,
             acquire_timeout: Duration::from_secs(5),
+            announce_deadlines_within_ms: 0,
         },
     )
     .await
@@ -280,4 +281,28 @@ async fn wait_for_timed_out_events(database_url: &str, expected: usize) -> (i64,
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_new_short_deadline_wakes_a_sleeping_sweeper() {
+    // The sweeper's regular pass is a minute away, so only the wake-up can time the step
+    // out within the wait below: in-process on SQLite, across processes on Postgres.
+    let sweeper_interval = |config: &mut spektr_server::config::Config| {
+        config.sweeper_interval_ms = 60_000;
+    };
+    let (app, _sweeping_replica) = if on_postgres() {
+        let app = spawn_app_with(|config| config.sweeper_enabled = false).await;
+        let replica = start_server(&app.database_url, sweeper_interval).await;
+        (app, Some(replica))
+    } else {
+        (spawn_app_with(sweeper_interval).await, None)
+    };
+    app.put_process(PROCESS, guide_process(Some(0.3))).await;
+    // Let the sweeper settle into its long sleep first.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    let token = app.start_token(PROCESS, "customer-1").await;
+
+    let step = wait_until_settled(&app, &token).await;
+    assert_eq!(step["execution"]["outcome"], "manual_review");
 }
