@@ -76,6 +76,38 @@ pub struct Config {
     /// How long a response is replayed for a repeated idempotency-key, in seconds.
     #[arg(long, env = "SPEKTR_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
     pub idempotency_ttl_secs: u64,
+
+    /// Whether this process delivers webhooks.
+    #[arg(long, env = "SPEKTR_DELIVERY_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub delivery_enabled: bool,
+
+    /// Timeout of one webhook request, in milliseconds.
+    #[arg(long, env = "SPEKTR_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// Delays before each webhook retry, in seconds, comma-separated (fractions allowed).
+    #[arg(
+        long,
+        env = "SPEKTR_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "5,30,120,600,1800,3600,7200,14400,28800,28800"
+    )]
+    pub webhook_retry_schedule: String,
+
+    /// Webhook requests in flight per process.
+    #[arg(long, env = "SPEKTR_WEBHOOK_CONCURRENCY", default_value_t = 32)]
+    pub webhook_concurrency: usize,
+
+    /// Webhook requests in flight to one endpoint per process.
+    #[arg(long, env = "SPEKTR_WEBHOOK_ENDPOINT_CONCURRENCY", default_value_t = 4)]
+    pub webhook_endpoint_concurrency: usize,
+
+    /// If set, webhook hosts allowed (comma-separated; `.example.com` matches subdomains).
+    #[arg(long, env = "SPEKTR_WEBHOOK_ALLOWED_HOSTS", default_value = "")]
+    pub webhook_allowed_hosts: String,
+
+    /// Webhook hosts refused (comma-separated; `.example.com` matches subdomains).
+    #[arg(long, env = "SPEKTR_WEBHOOK_DENIED_HOSTS", default_value = "")]
+    pub webhook_denied_hosts: String,
 }
 
 impl Config {
@@ -104,7 +136,49 @@ impl Config {
         if self.sweeper_interval_ms == 0 || self.request_timeout_secs == 0 {
             return Err("intervals and timeouts must be greater than 0".to_owned());
         }
+        if self.webhook_timeout_ms == 0
+            || self.webhook_concurrency == 0
+            || self.webhook_endpoint_concurrency == 0
+        {
+            return Err("webhook timeout and concurrency must be greater than 0".to_owned());
+        }
+        self.retry_schedule()?;
         Ok(())
+    }
+
+    /// The webhook retry delays.
+    pub fn retry_schedule(&self) -> Result<Vec<Duration>, String> {
+        self.webhook_retry_schedule
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                item.parse::<f64>()
+                    .ok()
+                    .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| {
+                        format!(
+                            "SPEKTR_WEBHOOK_RETRY_SCHEDULE: '{item}' is not a number of seconds"
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    /// The webhook host policy.
+    pub fn host_policy(&self) -> crate::events::client::HostPolicy {
+        let list = |text: &str| {
+            text.split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(str::to_owned)
+                .collect()
+        };
+        crate::events::client::HostPolicy {
+            allowed: list(&self.webhook_allowed_hosts),
+            denied: list(&self.webhook_denied_hosts),
+        }
     }
 
     /// The request timeout.
@@ -147,6 +221,16 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
+            .field("delivery_enabled", &self.delivery_enabled)
+            .field("webhook_timeout_ms", &self.webhook_timeout_ms)
+            .field("webhook_retry_schedule", &self.webhook_retry_schedule)
+            .field("webhook_concurrency", &self.webhook_concurrency)
+            .field(
+                "webhook_endpoint_concurrency",
+                &self.webhook_endpoint_concurrency,
+            )
+            .field("webhook_allowed_hosts", &self.webhook_allowed_hosts)
+            .field("webhook_denied_hosts", &self.webhook_denied_hosts)
             .finish()
     }
 }

@@ -24,6 +24,7 @@ use crate::api::{AppState, HttpLimits};
 use crate::config::Config;
 use crate::engine::sweeper::{self, SweeperOptions};
 use crate::engine::{Engine, EngineOptions};
+use crate::events::delivery::{self, DeliveryOptions};
 use crate::store::{IdempotencyTimes, StoreOptions};
 
 /// A configured server, ready to serve.
@@ -55,6 +56,7 @@ impl Server {
                     ttl_ms: (config.idempotency_ttl_secs * 1000) as i64,
                     lease_ms: IDEMPOTENCY_LEASE.as_millis() as i64,
                 },
+                hosts: config.host_policy(),
             },
         ));
         if let Some(path) = &config.bootstrap_file {
@@ -95,6 +97,24 @@ impl Server {
             tasks.spawn(sweeper::run_sweeper(
                 self.engine.clone(),
                 options,
+                shutdown.clone(),
+            ));
+        }
+        if self.config.delivery_enabled {
+            let options = DeliveryOptions {
+                retry_schedule: self.config.retry_schedule().map_err(anyhow::Error::msg)?,
+                timeout: Duration::from_millis(self.config.webhook_timeout_ms),
+                concurrency: self.config.webhook_concurrency,
+                endpoint_concurrency: self.config.webhook_endpoint_concurrency,
+                poll_interval: Duration::from_secs(1),
+                hosts: self.config.host_policy(),
+            };
+            let client = events::client::build_client(options.timeout)?;
+            tasks.spawn(delivery::run_delivery(
+                self.engine.store().clone(),
+                client,
+                options,
+                self.engine.events_written(),
                 shutdown.clone(),
             ));
         }

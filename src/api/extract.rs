@@ -104,11 +104,13 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
             .ok_or_else(|| E::custom("number out of range"))
     }
 
-    fn visit_str<E>(self, value: &str) -> Result<Value, E> {
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<Value, E> {
+        check_nul(value)?;
         Ok(Value::String(value.to_owned()))
     }
 
-    fn visit_string<E>(self, value: String) -> Result<Value, E> {
+    fn visit_string<E: serde::de::Error>(self, value: String) -> Result<Value, E> {
+        check_nul(&value)?;
         Ok(Value::String(value))
     }
 
@@ -127,12 +129,24 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
         let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
+            check_nul(&key)?;
             let StrictValue(value) = map.next_value()?;
             if object.insert(key.clone(), value).is_some() {
                 return Err(serde::de::Error::custom(format!("duplicate key '{key}'")));
             }
         }
         Ok(Value::Object(object))
+    }
+}
+
+/// Postgres text cannot hold U+0000, so no backend gets one: refused the same everywhere.
+fn check_nul<E: serde::de::Error>(text: &str) -> Result<(), E> {
+    if text.contains('\0') {
+        Err(E::custom(
+            "strings must not contain the NUL character (\\u0000)",
+        ))
+    } else {
+        Ok(())
     }
 }
 

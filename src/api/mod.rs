@@ -4,9 +4,11 @@ mod actions;
 mod admin;
 mod auth;
 pub mod error;
+mod events;
 mod extract;
 mod health;
 mod idempotency;
+mod webhooks;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,7 +60,9 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route(
             "/v3/public/actions/{token}",
             post(actions::submit_external_data),
-        );
+        )
+        .route("/v2/public/events", get(events::list_events))
+        .route("/v2/public/executions", get(events::find_executions));
     let admin = Router::new()
         .route(
             "/admin/v1/workspaces/{workspace_id}",
@@ -79,6 +83,28 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route(
             "/admin/v1/workspaces/{workspace_id}/executions/{execution_id}/activity",
             get(admin::get_activity),
+        )
+        .route(
+            "/admin/v1/workspaces/{workspace_id}/webhooks",
+            post(webhooks::create_webhook).get(webhooks::list_webhooks),
+        )
+        .route(
+            "/admin/v1/workspaces/{workspace_id}/webhooks/{webhook_id}",
+            get(webhooks::get_webhook)
+                .patch(webhooks::update_webhook)
+                .delete(webhooks::delete_webhook),
+        )
+        .route(
+            "/admin/v1/workspaces/{workspace_id}/webhooks/{webhook_id}/rotate-secret",
+            post(webhooks::rotate_webhook_secret),
+        )
+        .route(
+            "/admin/v1/workspaces/{workspace_id}/webhooks/{webhook_id}/deliveries",
+            get(webhooks::list_deliveries),
+        )
+        .route(
+            "/admin/v1/workspaces/{workspace_id}/events/{event_id}/redeliver",
+            post(webhooks::redeliver_event),
         );
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
@@ -98,6 +124,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
                 .into_response()
         }))
         .layer(middleware::from_fn(ensure_envelope))
+        .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes));
     Router::new()
@@ -109,6 +136,23 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(layers)
+}
+
+/// A percent-encoded NUL names nothing that can exist (ids, tokens and stored text never hold
+/// one), so such paths are unknown and such queries invalid, before any database sees them.
+async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+    if request.uri().path().contains("%00") {
+        return ApiError::not_found("No such route").into_response();
+    }
+    if request
+        .uri()
+        .query()
+        .is_some_and(|query| query.contains("%00"))
+    {
+        return ApiError::bad_request("Query parameters must not contain the NUL character")
+            .into_response();
+    }
+    next.run(request).await
 }
 
 async fn unknown_route() -> ApiError {

@@ -7,6 +7,7 @@ pub mod error;
 pub mod model;
 pub mod sweeper;
 pub mod transition;
+pub mod webhooks;
 
 mod keys;
 
@@ -33,9 +34,11 @@ use model::{Customer, Event, Execution, ExecutionStatus};
 use transition::Position;
 
 /// Engine settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EngineOptions {
     pub idempotency: IdempotencyTimes,
+    /// Which hosts webhook endpoints may point at.
+    pub hosts: crate::events::client::HostPolicy,
 }
 
 /// The process engine; cheap to share behind an `Arc`.
@@ -48,6 +51,8 @@ pub struct Engine {
     api_keys: RwLock<HashMap<String, String>>,
     /// Woken whenever a new deadline is stored, so the sweeper can sleep until the earliest.
     deadline_added: Arc<Notify>,
+    /// Woken after every committed change, so the delivery worker looks at the outbox.
+    events_written: Arc<Notify>,
 }
 
 /// A start request, already authenticated for `workspace_id`.
@@ -114,7 +119,13 @@ impl Engine {
             definitions: RwLock::new(HashMap::new()),
             api_keys: RwLock::new(HashMap::new()),
             deadline_added: Arc::new(Notify::new()),
+            events_written: Arc::new(Notify::new()),
         }
+    }
+
+    /// The signal the delivery worker waits on.
+    pub fn events_written(&self) -> Arc<Notify> {
+        self.events_written.clone()
     }
 
     /// The store underneath, for health checks and start-up logs.
@@ -218,11 +229,12 @@ impl Engine {
         workspace_id: &str,
         execution_id: &str,
     ) -> Result<Vec<Event>, EngineError> {
-        let id = Uuid::parse_str(execution_id).map_err(|_| EngineError::NotFound("execution"))?;
+        let id =
+            Uuid::parse_str(execution_id).map_err(|_| EngineError::NotFound("execution id"))?;
         self.store
             .list_execution_events(workspace_id, id)
             .await?
-            .ok_or(EngineError::NotFound("execution"))
+            .ok_or(EngineError::NotFound("execution id"))
     }
 
     /// Claims an idempotency key for a request with this fingerprint.
@@ -310,6 +322,7 @@ impl Engine {
         if has_deadline {
             self.deadline_added.notify_one();
         }
+        self.events_written.notify_one();
         tracing::debug!(execution_id = %new.id, "execution started");
         Ok(response)
     }
@@ -368,6 +381,7 @@ impl Engine {
         if verdict.as_ref().is_ok_and(|has_deadline| *has_deadline) {
             self.deadline_added.notify_one();
         }
+        self.events_written.notify_one();
         verdict.map(|_| ())
     }
 
@@ -441,6 +455,9 @@ impl Engine {
         let timed_out = self.store.time_out_due(limit, &mut decide).await?;
         if new_deadline {
             self.deadline_added.notify_one();
+        }
+        if timed_out > 0 {
+            self.events_written.notify_one();
         }
         Ok(timed_out)
     }

@@ -2,6 +2,10 @@
 //! `eventData`. Each is written in the same transaction as the change it reports; the same
 //! rows are the execution's activity history.
 
+pub mod client;
+pub mod delivery;
+pub mod signing;
+
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 

@@ -1,6 +1,7 @@
 //! Persistence: one `Store` trait, implemented once per backend. Every method is one domain
 //! operation that owns its transaction; all SQL lives in `postgres.rs` and `sqlite.rs`.
 
+mod outbox;
 mod postgres;
 mod sqlite;
 
@@ -14,6 +15,10 @@ use uuid::Uuid;
 
 use crate::engine::model::{Customer, Event, Execution, ExecutionStatus};
 
+pub use outbox::{
+    AttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, Endpoint, EndpointPatch,
+    ExecutionFilter, ExecutionSummary, OutboxStore,
+};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
@@ -205,7 +210,7 @@ pub type DecideStart<'a> = &'a mut (dyn FnMut(&StartContext) -> Change + Send);
 
 /// The storage operations the engine needs.
 #[async_trait]
-pub trait Store: Send + Sync {
+pub trait Store: OutboxStore {
     /// Which database this is.
     fn backend(&self) -> Backend;
 
@@ -323,6 +328,22 @@ pub async fn connect(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dy
 /// Parses a stored JSON object.
 fn parse_fields(text: &str) -> Result<Map<String, Value>, StoreError> {
     serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("fields: {error}")))
+}
+
+/// Parses a stored JSON list of attempts.
+fn parse_attempts(text: &str) -> Result<Vec<AttemptRecord>, StoreError> {
+    let items: Vec<Value> = serde_json::from_str(text)
+        .map_err(|error| StoreError::Corrupt(format!("attempts: {error}")))?;
+    Ok(items
+        .iter()
+        .map(|item| AttemptRecord {
+            attempt: item["attempt"].as_i64().unwrap_or_default() as i32,
+            started_at_ms: item["startedAt"].as_i64().unwrap_or_default(),
+            duration_ms: item["durationMs"].as_i64().unwrap_or_default(),
+            response_status: item["status"].as_u64().and_then(|s| u16::try_from(s).ok()),
+            error: item["error"].as_str().map(str::to_owned),
+        })
+        .collect())
 }
 
 /// Parses a stored status.

@@ -110,6 +110,7 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Starts a server on an existing database (for restarts and several replicas).
 pub async fn start_server(database_url: &str, adjust: impl FnOnce(&mut Config)) -> TestApp {
+    spektr_server::events::client::install_crypto_provider();
     let mut config = test_config(database_url);
     adjust(&mut config);
     let server = Server::build(config).await.expect("server builds");
@@ -336,4 +337,116 @@ pub async fn error_body(response: Response, status: StatusCode) -> Value {
     assert!(body["errorCode"].is_string(), "{body}");
     assert!(body["message"].is_string(), "{body}");
     body
+}
+
+/// Where one throwaway execution's events sit in the workspace's event sequence (the `seq` of
+/// activity entries counts every event a workspace records, with no gaps).
+#[derive(Debug, Clone, Copy)]
+pub struct EventMark {
+    first: i64,
+    last: i64,
+}
+
+/// How many starts of the guide's process happened between two marks, judged by the events
+/// recorded between them; each start records as many events as the mark's own start did.
+/// Only meaningful when nothing but starts (and refused requests) happened in between.
+pub fn starts_between(before: &EventMark, after: &EventMark) -> i64 {
+    let per_start = before.last - before.first + 1;
+    let between = after.first - before.last - 1;
+    assert_eq!(
+        between % per_start,
+        0,
+        "{between} events between the marks is not a whole number of starts"
+    );
+    between / per_start
+}
+
+impl TestApp {
+    /// Starts a throwaway execution of the guide's process and returns where its events sit
+    /// in the workspace's event sequence, so tests can count the executions started around it.
+    pub async fn event_mark(&self) -> EventMark {
+        let token = self
+            .start_token(PROCESS, &format!("mark-{}", uuid::Uuid::new_v4()))
+            .await;
+        let activity = self.activity(&self.execution_id(&token).await).await;
+        let seq = |entry: Option<&Value>| {
+            entry
+                .and_then(|entry| entry["seq"].as_i64())
+                .expect("activity entry with a seq")
+        };
+        EventMark {
+            first: seq(activity.first()),
+            last: seq(activity.last()),
+        }
+    }
+
+    /// The id of the execution behind `token`.
+    pub async fn execution_id(&self, token: &str) -> String {
+        self.current_step_json(token).await["execution"]["id"]
+            .as_str()
+            .expect("execution id")
+            .to_owned()
+    }
+
+    /// Starts `process` with `body`, sending `key` as the `idempotency-key`.
+    pub async fn start_with_key(&self, process: &str, body: &Value, key: &str) -> Response {
+        self.client
+            .post(self.url(&Self::start_path(process)))
+            .header("x-api-key", &self.api_key)
+            .header("idempotency-key", key)
+            .json(body)
+            .send()
+            .await
+            .expect("start")
+    }
+
+    /// Submits `payload` to `token`, sending `key` as the `idempotency-key` when given.
+    pub async fn submit_with_key(
+        &self,
+        token: &str,
+        payload: &Value,
+        key: Option<&str>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .post(self.url(&format!("/v3/public/actions/{token}")))
+            .header("x-api-key", &self.api_key)
+            .json(payload);
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        request.send().await.expect("submit")
+    }
+
+    /// Creates another workspace with an API key and the guide's process; returns the key.
+    pub async fn other_workspace(&self, workspace: &str) -> String {
+        self.admin_put(
+            &format!("/admin/v1/workspaces/{workspace}"),
+            json!({"name": workspace}),
+        )
+        .await;
+        let key = self
+            .client
+            .post(self.url(&format!("/admin/v1/workspaces/{workspace}/api-keys")))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .expect("create api key");
+        assert_eq!(key.status(), StatusCode::CREATED);
+        let key: Value = key.json().await.expect("api key json");
+        self.admin_put(
+            &format!("/admin/v1/workspaces/{workspace}/processes/{PROCESS}"),
+            guide_process(None),
+        )
+        .await;
+        key["key"].as_str().expect("key").to_owned()
+    }
+}
+
+/// Whether a response carries `idempotent-replayed: true`.
+pub fn is_replay(response: &Response) -> bool {
+    response
+        .headers()
+        .get("idempotent-replayed")
+        .is_some_and(|value| value == "true")
 }

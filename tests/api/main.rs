@@ -3,5 +3,8 @@
 
 mod actions;
 mod admin;
+mod errors;
 mod helpers;
+mod idempotency;
 mod timeouts;
+mod validation;

@@ -198,13 +198,13 @@ async fn deadlines_that_passed_while_no_server_ran_time_out_at_the_next_start() 
 
 #[tokio::test]
 async fn several_server_processes_time_out_each_step_exactly_once() {
-    // SQLite is for one process (see the README), so there one process sweeps alone.
-    let processes = if on_postgres() { 3 } else { 1 };
+    // SQLite is for one process (see the README): there the test server sweeps alone.
+    let processes = if on_postgres() { 3 } else { 0 };
     let steps = 1_000;
-    let app = spawn_app_with(|config| config.sweeper_enabled = false).await;
+    let app = spawn_app_with(|config| config.sweeper_enabled = processes == 0).await;
     app.put_process(PROCESS, guide_process(Some(3.0))).await;
-    let sweepers: Vec<_> = (0..processes)
-        .map(|_| spawn_sweeper_process(&app.database_url))
+    let mut sweepers: Vec<_> = (0..processes)
+        .map(|_| ChildProcess(spawn_sweeper_process(&app.database_url)))
         .collect();
 
     let starts = futures::future::join_all((0..16).map(|worker| {
@@ -222,19 +222,25 @@ async fn several_server_processes_time_out_each_step_exactly_once() {
     assert_eq!(tokens.len(), steps);
     let counts = wait_for_timed_out_events(&app.database_url, steps).await;
 
-    for mut sweeper in sweepers {
-        assert!(
-            sweeper.try_wait().expect("wait").is_none(),
-            "a sweeper process died"
-        );
-        sweeper.kill().expect("kill");
-        let _ = sweeper.wait();
+    for sweeper in &mut sweepers {
+        let exited = sweeper.0.try_wait().expect("wait");
+        assert!(exited.is_none(), "a sweeper process died");
     }
     assert_eq!(
         counts,
         (steps as i64, steps as i64),
         "(events, distinct executions)"
     );
+}
+
+/// A child process that is killed when the test ends, even by a failed assertion.
+struct ChildProcess(std::process::Child);
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A real `spektr-server` process on the same database, left to run its sweeper.

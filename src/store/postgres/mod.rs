@@ -1,5 +1,7 @@
 //! The Postgres store: the production backend, safe for several server processes at once.
 
+mod webhooks;
+
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::str::FromStr;
@@ -36,13 +38,27 @@ const DEADLINE_CHANNEL: &str = "spektr_deadlines";
 const RETRIES: usize = 3;
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        20261203000001,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../../migrations/postgres/20261203000001_init.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(
+            20261203000001,
+            "init",
+            include_str!("../../../migrations/postgres/20261203000001_init.sql"),
+        ),
+        migration(
+            20261203000002,
+            "webhooks",
+            include_str!("../../../migrations/postgres/20261203000002_webhooks.sql"),
+        ),
+    ])
 }
 
 impl PostgresStore {
@@ -165,13 +181,24 @@ async fn insert_events(
     if columns.ids.is_empty() {
         return Ok(());
     }
-    // One statement for the whole set: a sweeper batch writes hundreds of events.
+    // One statement for the whole set (a sweeper batch writes hundreds of events), which also
+    // queues a delivery per event for every enabled endpoint that wants it: the outbox.
     sqlx::query(
-        r#"insert into events (id, workspace_id, seq, execution_id, type, created_at_ms, body)
-           select id, workspace_id, seq, execution_id, type, created_at_ms, body::jsonb
-           from unnest($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
-                       $6::int8[], $7::text[])
-                as u(id, workspace_id, seq, execution_id, type, created_at_ms, body)"#,
+        r#"with inserted as (
+               insert into events
+                   (id, workspace_id, seq, execution_id, type, created_at_ms, body)
+               select id, workspace_id, seq, execution_id, type, created_at_ms, body::jsonb
+               from unnest($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
+                           $6::int8[], $7::text[])
+                    as u(id, workspace_id, seq, execution_id, type, created_at_ms, body)
+               returning id, workspace_id, type
+           )
+           insert into deliveries
+               (id, event_id, endpoint_id, workspace_id, status, next_attempt_at_ms)
+           select gen_random_uuid(), i.id, w.id, i.workspace_id, 'pending', now_ms()
+           from inserted i
+           join webhook_endpoints w on w.workspace_id = i.workspace_id and w.enabled
+                and (w.event_types is null or w.event_types ? i.type)"#,
     )
     .bind(columns.ids)
     .bind(columns.workspace_ids)

@@ -4,6 +4,8 @@
 //! for SQLite's single write lock (and never fail to upgrade a read lock into it); reads use
 //! their own pool and, in WAL mode, never block on the writer.
 
+mod webhooks;
+
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
@@ -34,13 +36,27 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        20261203000001,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/20261203000001_init.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name, sql: &'static str| {
+        Migration::new(
+            version,
+            Cow::Borrowed(name),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(
+            20261203000001,
+            "init",
+            include_str!("../../../migrations/sqlite/20261203000001_init.sql"),
+        ),
+        migration(
+            20261203000002,
+            "webhooks",
+            include_str!("../../../migrations/sqlite/20261203000002_webhooks.sql"),
+        ),
+    ])
 }
 
 impl SqliteStore {
@@ -140,7 +156,57 @@ async fn insert_events(
         .execute(&mut **tx)
         .await?;
     }
+    let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
+    queue_deliveries(tx, workspace_id, &ids).await?;
     Ok(())
+}
+
+/// The outbox: queues a delivery of each event for every enabled endpoint that wants it.
+async fn queue_deliveries(
+    tx: &mut Transaction<'_, Sqlite>,
+    workspace_id: &str,
+    event_ids: &[Uuid],
+) -> Result<u64, StoreError> {
+    let has_endpoints: bool = sqlx::query(
+        "select exists (select 1 from webhook_endpoints where workspace_id = ?1 and enabled)",
+    )
+    .bind(workspace_id)
+    .fetch_one(&mut **tx)
+    .await?
+    .try_get(0)?;
+    if !has_endpoints {
+        return Ok(0);
+    }
+    let mut queued = 0;
+    for event_id in event_ids {
+        let endpoints = sqlx::query(
+            r#"select w.id from events e
+               join webhook_endpoints w on w.workspace_id = e.workspace_id and w.enabled
+                    and (w.event_types is null
+                         or exists (select 1 from json_each(w.event_types)
+                                    where value = e.type))
+               where e.id = ?1"#,
+        )
+        .bind(event_id.to_string())
+        .fetch_all(&mut **tx)
+        .await?;
+        for endpoint in &endpoints {
+            let endpoint_id: String = endpoint.try_get("id")?;
+            sqlx::query(
+                r#"insert into deliveries
+                   (id, event_id, endpoint_id, workspace_id, status, next_attempt_at_ms)
+                   values (?1, ?2, ?3, ?4, 'pending', cast(unixepoch('subsec') * 1000 as integer))"#,
+            )
+            .bind(Uuid::now_v7().to_string())
+            .bind(event_id.to_string())
+            .bind(endpoint_id)
+            .bind(workspace_id)
+            .execute(&mut **tx)
+            .await?;
+            queued += 1;
+        }
+    }
+    Ok(queued)
 }
 
 async fn store_idempotent_response(
@@ -237,7 +303,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_workspace(&self, id: &str, name: &str) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("begin immediate").await?;
         let exists: bool = sqlx::query("select exists (select 1 from workspaces where id = ?1)")
             .bind(id)
             .fetch_one(&mut *tx)
@@ -304,7 +370,7 @@ impl Store for SqliteStore {
         id: &str,
         definition: &str,
     ) -> Result<ProcessPut, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("begin immediate").await?;
         let current = sqlx::query(
             r#"select p.current_version, v.definition
                from processes p
@@ -451,7 +517,7 @@ impl Store for SqliteStore {
         times: IdempotencyTimes,
     ) -> Result<IdempotencyBegin, StoreError> {
         let owner = Uuid::new_v4();
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("begin immediate").await?;
         let claimed = sqlx::query(
             r#"insert into idempotency_keys
                (workspace_id, key, fingerprint, state, owner, locked_until_ms, created_at_ms)
@@ -544,7 +610,7 @@ impl Store for SqliteStore {
         new: NewExecution,
         decide: DecideStart<'_>,
     ) -> Result<(), StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("begin immediate").await?;
         let existing = sqlx::query(
             r#"select spektr_id, fields, cast(unixepoch('subsec') * 1000 as integer) as now_ms
                from customers where workspace_id = ?1 and reference = ?2"#,
@@ -643,7 +709,7 @@ impl Store for SqliteStore {
     async fn advance_execution(&self, token: &str, decide: Decide<'_>) -> Result<bool, StoreError> {
         // The single writer connection serialises this transaction against every other write,
         // which is what `for update` achieves on Postgres.
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("begin immediate").await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{LOCKED_SELECT} where e.token = ?1"
         )))
@@ -661,7 +727,7 @@ impl Store for SqliteStore {
     }
 
     async fn time_out_due(&self, limit: i64, decide: Decide<'_>) -> Result<usize, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut tx = self.writer.begin_with("begin immediate").await?;
         let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
             "{LOCKED_SELECT} where e.status = 'pending' and e.deadline_ms is not null \
              and e.deadline_ms <= cast(unixepoch('subsec') * 1000 as integer) \

@@ -1,0 +1,401 @@
+//! Postgres SQL of event delivery: endpoints, the delivery outbox, the feed and look-ups.
+
+use async_trait::async_trait;
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+use uuid::Uuid;
+
+use super::PostgresStore;
+use crate::engine::model::Event;
+use crate::store::outbox::{
+    AttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, Endpoint, EndpointPatch,
+    ExecutionFilter, ExecutionSummary, OutboxStore,
+};
+use crate::store::{StoreError, parse_status};
+
+fn endpoint_from_row(row: &PgRow) -> Result<Endpoint, StoreError> {
+    let event_types: Option<String> = row.try_get("event_types")?;
+    Ok(Endpoint {
+        id: row.try_get("id")?,
+        workspace_id: row.try_get("workspace_id")?,
+        url: row.try_get("url")?,
+        description: row.try_get("description")?,
+        event_types: event_types
+            .map(|text| serde_json::from_str(&text))
+            .transpose()
+            .map_err(|error| StoreError::Corrupt(format!("event_types: {error}")))?,
+        secret: row.try_get("secret")?,
+        enabled: row.try_get("enabled")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        updated_at_ms: row.try_get("updated_at_ms")?,
+    })
+}
+
+pub(super) fn event_from_row(row: &PgRow) -> Result<Event, StoreError> {
+    let body: String = row.try_get("body")?;
+    Ok(Event {
+        id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        execution_id: row.try_get("execution_id")?,
+        kind: row.try_get("type")?,
+        created_at_ms: row.try_get("created_at_ms")?,
+        body: serde_json::from_str(&body)
+            .map_err(|error| StoreError::Corrupt(error.to_string()))?,
+    })
+}
+
+fn event_types_json(types: &Option<Vec<String>>) -> Option<String> {
+    types
+        .as_ref()
+        .map(|types| serde_json::Value::from(types.clone()).to_string())
+}
+
+const ENDPOINT_COLUMNS: &str = "id, workspace_id, url, description, event_types::text as event_types, \
+     secret, enabled, created_at_ms, updated_at_ms";
+
+#[async_trait]
+impl OutboxStore for PostgresStore {
+    async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
+        sqlx::query(
+            r#"insert into webhook_endpoints
+               (id, workspace_id, url, description, event_types, secret, enabled)
+               values ($1, $2, $3, $4, $5::jsonb, $6, $7)"#,
+        )
+        .bind(endpoint.id)
+        .bind(&endpoint.workspace_id)
+        .bind(&endpoint.url)
+        .bind(&endpoint.description)
+        .bind(event_types_json(&endpoint.event_types))
+        .bind(&endpoint.secret)
+        .bind(endpoint.enabled)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_endpoints(&self, workspace_id: &str) -> Result<Vec<Endpoint>, StoreError> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where workspace_id = $1 \
+             order by created_at_ms, id"
+        )))
+        .bind(workspace_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(endpoint_from_row).collect()
+    }
+
+    async fn get_endpoint(
+        &self,
+        workspace_id: &str,
+        id: Uuid,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select {ENDPOINT_COLUMNS} from webhook_endpoints where workspace_id = $1 and id = $2"
+        )))
+        .bind(workspace_id)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    async fn update_endpoint(
+        &self,
+        workspace_id: &str,
+        id: Uuid,
+        patch: &EndpointPatch,
+        secret: Option<&str>,
+    ) -> Result<Option<Endpoint>, StoreError> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "update webhook_endpoints set \
+                 url = coalesce($3, url), \
+                 description = case when $4 then $5 else description end, \
+                 event_types = case when $6 then $7::jsonb else event_types end, \
+                 enabled = coalesce($8, enabled), \
+                 secret = coalesce($9, secret), \
+                 updated_at_ms = now_ms() \
+             where workspace_id = $1 and id = $2 \
+             returning {ENDPOINT_COLUMNS}"
+        )))
+        .bind(workspace_id)
+        .bind(id)
+        .bind(&patch.url)
+        .bind(patch.description.is_some())
+        .bind(patch.description.clone().flatten())
+        .bind(patch.event_types.is_some())
+        .bind(patch.event_types.as_ref().and_then(event_types_json))
+        .bind(patch.enabled)
+        .bind(secret)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(endpoint_from_row).transpose()
+    }
+
+    async fn delete_endpoint(&self, workspace_id: &str, id: Uuid) -> Result<bool, StoreError> {
+        let deleted =
+            sqlx::query("delete from webhook_endpoints where workspace_id = $1 and id = $2")
+                .bind(workspace_id)
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+        Ok(deleted.rows_affected() > 0)
+    }
+
+    async fn claim_deliveries(
+        &self,
+        limit: i64,
+        lease_ms: i64,
+        busy: &[Uuid],
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        // SKIP LOCKED plus the lease let every process claim at once: a delivery is sent by
+        // whoever claimed it, and only taken over after its lease ran out (a crashed sender).
+        let rows = sqlx::query(
+            r#"with due as (
+                   select d.id from deliveries d
+                   join webhook_endpoints w on w.id = d.endpoint_id
+                   where d.status = 'pending' and d.next_attempt_at_ms <= now_ms()
+                     and (d.locked_until_ms is null or d.locked_until_ms < now_ms())
+                     and w.enabled and d.endpoint_id <> all($3::uuid[])
+                   order by d.next_attempt_at_ms
+                   limit $1
+                   for update of d skip locked
+               )
+               update deliveries d
+               set locked_until_ms = now_ms() + $2, attempts = d.attempts + 1,
+                   updated_at_ms = now_ms()
+               from due, webhook_endpoints w, events e
+               where d.id = due.id and w.id = d.endpoint_id and e.id = d.event_id
+               returning d.id, d.event_id, d.endpoint_id, d.attempts, w.url, w.secret,
+                         e.body::text as body"#,
+        )
+        .bind(limit)
+        .bind(lease_ms)
+        .bind(busy)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DueDelivery {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    endpoint_id: row.try_get("endpoint_id")?,
+                    url: row.try_get("url")?,
+                    secret: row.try_get("secret")?,
+                    body: row.try_get("body")?,
+                    attempt: row.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn finish_attempt(
+        &self,
+        delivery: &DueDelivery,
+        record: &AttemptRecord,
+        next: DeliveryNext,
+    ) -> Result<(), StoreError> {
+        let (status, retry_in) = match next {
+            DeliveryNext::Succeeded => ("succeeded", None),
+            DeliveryNext::RetryIn(ms) => ("pending", Some(ms)),
+            DeliveryNext::Failed => ("failed", None),
+        };
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            r#"insert into delivery_attempts
+               (id, delivery_id, attempt, started_at_ms, duration_ms, response_status, error)
+               values ($1, $2, $3, $4, $5, $6, $7)"#,
+        )
+        .bind(Uuid::now_v7())
+        .bind(delivery.id)
+        .bind(record.attempt)
+        .bind(record.started_at_ms)
+        .bind(record.duration_ms)
+        .bind(record.response_status.map(i32::from))
+        .bind(&record.error)
+        .execute(&mut *tx)
+        .await?;
+        // The attempt guard ignores a result that arrives after another process took over.
+        sqlx::query(
+            r#"update deliveries
+               set status = $3, next_attempt_at_ms = coalesce(now_ms() + $4, next_attempt_at_ms),
+                   locked_until_ms = null, last_error = $5, updated_at_ms = now_ms()
+               where id = $1 and attempts = $2"#,
+        )
+        .bind(delivery.id)
+        .bind(delivery.attempt)
+        .bind(status)
+        .bind(retry_in)
+        .bind(&record.error)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release_delivery(&self, delivery: &DueDelivery) -> Result<(), StoreError> {
+        sqlx::query(
+            r#"update deliveries set locked_until_ms = null, attempts = attempts - 1
+               where id = $1 and attempts = $2"#,
+        )
+        .bind(delivery.id)
+        .bind(delivery.attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn list_deliveries(
+        &self,
+        workspace_id: &str,
+        endpoint_id: Uuid,
+        limit: i64,
+    ) -> Result<Option<Vec<DeliveryRecord>>, StoreError> {
+        if self
+            .get_endpoint(workspace_id, endpoint_id)
+            .await?
+            .is_none()
+        {
+            return Ok(None);
+        }
+        let rows = sqlx::query(
+            r#"select d.id, d.event_id, e.type, d.status, d.next_attempt_at_ms, d.last_error,
+                      d.created_at_ms,
+                      coalesce((select json_agg(json_build_object(
+                                    'attempt', a.attempt, 'startedAt', a.started_at_ms,
+                                    'durationMs', a.duration_ms, 'status', a.response_status,
+                                    'error', a.error) order by a.attempt)
+                                from delivery_attempts a where a.delivery_id = d.id),
+                               '[]')::text as attempts
+               from deliveries d join events e on e.id = d.event_id
+               where d.endpoint_id = $1
+               order by d.created_at_ms desc, d.id desc
+               limit $2"#,
+        )
+        .bind(endpoint_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let status: String = row.try_get("status")?;
+                Ok(DeliveryRecord {
+                    id: row.try_get("id")?,
+                    event_id: row.try_get("event_id")?,
+                    event_type: row.try_get("type")?,
+                    next_attempt_at_ms: (status == "pending")
+                        .then(|| row.try_get("next_attempt_at_ms"))
+                        .transpose()?,
+                    status,
+                    last_error: row.try_get("last_error")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    attempts: crate::store::parse_attempts(row.try_get("attempts")?)?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(Some)
+    }
+
+    async fn redeliver_event(
+        &self,
+        workspace_id: &str,
+        event_id: Uuid,
+    ) -> Result<Option<u64>, StoreError> {
+        let event = sqlx::query("select type from events where workspace_id = $1 and id = $2")
+            .bind(workspace_id)
+            .bind(event_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        if event.is_none() {
+            return Ok(None);
+        }
+        let queued = sqlx::query(
+            r#"insert into deliveries
+               (id, event_id, endpoint_id, workspace_id, status, next_attempt_at_ms)
+               select gen_random_uuid(), e.id, w.id, e.workspace_id, 'pending', now_ms()
+               from events e
+               join webhook_endpoints w on w.workspace_id = e.workspace_id and w.enabled
+                    and (w.event_types is null or w.event_types ? e.type)
+               where e.id = $1"#,
+        )
+        .bind(event_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(Some(queued.rows_affected()))
+    }
+
+    async fn list_events(
+        &self,
+        workspace_id: &str,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            r#"select id, seq, execution_id, type, created_at_ms, body::text as body
+               from events where workspace_id = $1 and seq > $2
+               order by seq limit $3"#,
+        )
+        .bind(workspace_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(event_from_row).collect()
+    }
+
+    async fn find_executions(
+        &self,
+        workspace_id: &str,
+        filter: &ExecutionFilter,
+        limit: i64,
+    ) -> Result<Vec<ExecutionSummary>, StoreError> {
+        let (reference, spektr_id, execution_id) = match filter {
+            ExecutionFilter::Reference(reference) => (Some(reference.as_str()), None, None),
+            ExecutionFilter::SpektrId(id) => (None, Some(*id), None),
+            ExecutionFilter::ExecutionId(id) => (None, None, Some(*id)),
+        };
+        let rows = sqlx::query(
+            r#"select e.id, e.token, e.status, e.process_id, e.spektr_id, c.reference,
+                      e.step_index, e.deadline_ms, e.created_at_ms, e.updated_at_ms
+               from executions e join customers c on c.spektr_id = e.spektr_id
+               where e.workspace_id = $1
+                 and ($2::text is null or (c.workspace_id = $1 and c.reference = $2))
+                 and ($3::uuid is null or e.spektr_id = $3)
+                 and ($4::uuid is null or e.id = $4)
+               order by e.created_at_ms desc, e.id desc
+               limit $5"#,
+        )
+        .bind(workspace_id)
+        .bind(reference)
+        .bind(spektr_id)
+        .bind(execution_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExecutionSummary {
+                    id: row.try_get("id")?,
+                    token: row.try_get("token")?,
+                    status: parse_status(row.try_get("status")?)?,
+                    process_id: row.try_get("process_id")?,
+                    spektr_id: row.try_get("spektr_id")?,
+                    reference: row.try_get("reference")?,
+                    step_index: row.try_get("step_index")?,
+                    deadline_ms: row.try_get("deadline_ms")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    updated_at_ms: row.try_get("updated_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn next_delivery_in(&self) -> Result<Option<i64>, StoreError> {
+        let row = sqlx::query(
+            r#"select min(greatest(next_attempt_at_ms, coalesce(locked_until_ms, 0))) - now_ms()
+               from deliveries where status = 'pending'"#,
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get(0)?)
+    }
+}
