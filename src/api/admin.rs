@@ -87,15 +87,7 @@ pub async fn get_activity(
     Path((workspace_id, execution_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, ApiError> {
     let events = state.engine.activity(&workspace_id, &execution_id).await?;
-    let activity: Vec<Value> = events
-        .into_iter()
-        .map(|event| {
-            let mut body = event.body;
-            body["id"] = json!(event.id);
-            body["seq"] = json!(event.seq);
-            body
-        })
-        .collect();
+    let activity: Vec<Value> = events.into_iter().map(super::events::event_json).collect();
     Ok(Json(
         json!({ "executionId": execution_id, "activity": activity }),
     ))

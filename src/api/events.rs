@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Workspace;
 use super::error::ApiError;
+use crate::engine::model::Event;
 use crate::store::ExecutionFilter;
 
 /// The feed's page size when `limit` is not given, and its largest.
@@ -26,6 +27,14 @@ fn limit(query: &HashMap<String, String>) -> Result<i64, ApiError> {
             .filter(|limit| (1..=MAX_LIMIT).contains(limit))
             .ok_or_else(|| ApiError::bad_request(format!("'limit' must be 1 to {MAX_LIMIT}"))),
     }
+}
+
+/// An event's body with its `id` and `seq`, as the feed and the activity history list it.
+pub fn event_json(event: Event) -> Value {
+    let mut body = event.body;
+    body["id"] = json!(event.id);
+    body["seq"] = json!(event.seq);
+    body
 }
 
 /// `GET /v2/public/events?after={cursor}&limit=…`: the workspace's events in order.

@@ -753,18 +753,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
-            .map(|row| {
-                let body: String = row.try_get("body")?;
-                Ok(Event {
-                    id: row.try_get("id")?,
-                    seq: row.try_get("seq")?,
-                    execution_id: row.try_get("execution_id")?,
-                    kind: row.try_get("type")?,
-                    created_at_ms: row.try_get("created_at_ms")?,
-                    body: serde_json::from_str(&body)
-                        .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-                })
-            })
+            .map(webhooks::event_from_row)
             .collect::<Result<Vec<_>, StoreError>>()
             .map(Some)
     }

@@ -493,18 +493,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.reader)
         .await?;
         rows.iter()
-            .map(|row| {
-                let body: String = row.try_get("body")?;
-                Ok(Event {
-                    id: uuid_column(row, "id")?,
-                    seq: row.try_get("seq")?,
-                    execution_id: Some(execution_id),
-                    kind: row.try_get("type")?,
-                    created_at_ms: row.try_get("created_at_ms")?,
-                    body: serde_json::from_str(&body)
-                        .map_err(|error| StoreError::Corrupt(error.to_string()))?,
-                })
-            })
+            .map(webhooks::event_from_row)
             .collect::<Result<Vec<_>, StoreError>>()
             .map(Some)
     }
