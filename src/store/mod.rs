@@ -61,14 +61,32 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(error: sqlx::Error) -> Self {
-        match error {
+        match &error {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => StoreError::Unavailable(error),
-            other => StoreError::Backend(other),
+            // Connection exceptions (08…) and an administrator's shutdown (57P01-57P03) mean
+            // the database went away, not that the request was wrong.
+            sqlx::Error::Database(db)
+                if db
+                    .code()
+                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
+            {
+                StoreError::Unavailable(error)
+            }
+            _ => StoreError::Backend(error),
         }
     }
+}
+
+/// Database error codes that mean "not now" rather than "wrong": Postgres connection
+/// exceptions (08…) and administrator shutdowns (57P…), SQLite busy and locked (5, 6 and
+/// their extended codes).
+fn is_transient(code: &str) -> bool {
+    code.starts_with("08")
+        || code.starts_with("57P")
+        || matches!(code, "5" | "6" | "261" | "262" | "517")
 }
 
 /// Pool and connection settings.
