@@ -66,13 +66,7 @@ impl From<sqlx::Error> for StoreError {
             | sqlx::Error::PoolClosed
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_) => StoreError::Unavailable(error),
-            // Connection exceptions (08…) and an administrator's shutdown (57P01-57P03) mean
-            // the database went away, not that the request was wrong.
-            sqlx::Error::Database(db)
-                if db
-                    .code()
-                    .is_some_and(|code| code.starts_with("08") || code.starts_with("57P")) =>
-            {
+            sqlx::Error::Database(db) if db.code().is_some_and(|code| is_transient(&code)) => {
                 StoreError::Unavailable(error)
             }
             _ => StoreError::Backend(error),
