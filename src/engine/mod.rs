@@ -4,6 +4,7 @@
 
 pub mod definition;
 pub mod error;
+pub mod executions;
 pub mod model;
 pub mod sweeper;
 pub mod transition;
@@ -14,24 +15,20 @@ mod keys;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
-use serde::Serialize;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use tokio::sync::Notify;
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::events::EventContext;
 use crate::store::{
-    Change, IdempotencyBegin, IdempotencyClaim, IdempotencyTimes, IdempotentResponse,
-    LockedExecution, NewEvent, NewExecution, ProcessPut, Store,
+    IdempotencyBegin, IdempotencyClaim, IdempotencyTimes, ProcessPut, Store, StoreError,
 };
-use crate::validation;
 
 pub use definition::{EXTERNAL_DATA_FAILURE, ProcessDefinition, Step};
 pub use error::EngineError;
+pub use executions::{ExecutionView, SUBMIT_RESPONSE, StartCommand, Started, SubmitCommand};
 pub use keys::NewApiKey;
-use model::{Customer, Event, Execution, ExecutionStatus};
-use transition::Position;
+use model::{Customer, Event};
 
 /// Engine settings.
 #[derive(Debug, Clone)]
@@ -54,61 +51,6 @@ pub struct Engine {
     /// Woken after every committed change, so the delivery worker looks at the outbox.
     events_written: Arc<Notify>,
 }
-
-/// A start request, already authenticated for `workspace_id`.
-#[derive(Debug, Clone)]
-pub struct StartCommand {
-    pub workspace_id: String,
-    pub process_id: String,
-    /// The request's `data` object: `reference` plus fields to prefill.
-    pub data: Value,
-}
-
-/// What a start returns; also the stored idempotent response body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Started {
-    pub token: String,
-    pub available_languages: Vec<String>,
-    pub spektr_id: Uuid,
-}
-
-/// A submit request, already authenticated for `workspace_id`.
-#[derive(Debug, Clone)]
-pub struct SubmitCommand {
-    pub workspace_id: String,
-    pub token: String,
-    pub payload: Value,
-    pub filled_by: Option<String>,
-}
-
-/// An execution as seen through its token, with the definition it runs.
-#[derive(Debug, Clone)]
-pub struct ExecutionView {
-    pub execution: Execution,
-    pub definition: Arc<ProcessDefinition>,
-    pub now_ms: i64,
-}
-
-impl ExecutionView {
-    /// The External Step the execution waits on, if it does.
-    pub fn waiting_step(&self) -> Option<&definition::ExternalDataStep> {
-        if self.execution.status != ExecutionStatus::Pending {
-            return None;
-        }
-        match self
-            .definition
-            .steps
-            .get(self.execution.step_index as usize)
-        {
-            Some(Step::ExternalData(step)) => Some(step),
-            _ => None,
-        }
-    }
-}
-
-/// The body of a successful submit.
-pub const SUBMIT_RESPONSE: &str = r#"{"status":"completed"}"#;
 
 impl Engine {
     /// An engine over `store`.
@@ -255,229 +197,6 @@ impl Engine {
         Ok(self.store.release_idempotent(claim).await?)
     }
 
-    /// Starts an execution of a process for the customer named by `data.reference`.
-    #[instrument(skip_all, fields(workspace_id = %command.workspace_id,
-                                  process_id = %command.process_id))]
-    pub async fn start(
-        &self,
-        command: StartCommand,
-        claim: Option<IdempotencyClaim>,
-    ) -> Result<Started, EngineError> {
-        let (reference, prefill) = parse_start_data(&command.data)?;
-        if !definition::is_valid_id(&command.process_id) {
-            return Err(EngineError::NotFound("process"));
-        }
-        let process = self
-            .store
-            .get_process(&command.workspace_id, &command.process_id)
-            .await?
-            .ok_or(EngineError::NotFound("process"))?;
-        let definition = self.definition(
-            &command.workspace_id,
-            &command.process_id,
-            process.version,
-            &process.definition,
-        )?;
-        let new = NewExecution {
-            id: Uuid::now_v7(),
-            token: keys::token(),
-            workspace_id: command.workspace_id.clone(),
-            process_id: command.process_id.clone(),
-            process_version: process.version,
-            reference,
-            prefill,
-        };
-        let mut started = None;
-        let mut decide = |context: &crate::store::StartContext| {
-            let events = EventContext {
-                workspace_id: &new.workspace_id,
-                spektr_id: context.customer.spektr_id,
-                reference: &new.reference,
-                execution_id: new.id,
-                process_id: &new.process_id,
-                definition: &definition,
-                now_ms: context.now_ms,
-            };
-            let mut change = settle(
-                &events,
-                transition::enter(&definition, 0),
-                vec![events.started()],
-            );
-            let response = Started {
-                token: new.token.clone(),
-                available_languages: definition.available_languages.clone(),
-                spektr_id: context.customer.spektr_id,
-            };
-            change.idempotent_response = claim.clone().map(|claim| IdempotentResponse {
-                claim,
-                status: 201,
-                body: serde_json::to_string(&response).unwrap_or_default(),
-            });
-            started = Some((response, change.deadline_ms.is_some()));
-            change
-        };
-        self.store.start_execution(new.clone(), &mut decide).await?;
-        let (response, has_deadline) =
-            started.ok_or(EngineError::Conflict("start was not decided"))?;
-        if has_deadline {
-            self.deadline_added.notify_one();
-        }
-        self.events_written.notify_one();
-        tracing::debug!(execution_id = %new.id, "execution started");
-        Ok(response)
-    }
-
-    /// The execution behind a token, as its workspace sees it.
-    pub async fn execution(
-        &self,
-        workspace_id: &str,
-        token: &str,
-    ) -> Result<ExecutionView, EngineError> {
-        let snapshot = self
-            .store
-            .load_execution(token)
-            .await?
-            .filter(|snapshot| keys::tokens_match(&snapshot.execution.token, token))
-            .filter(|snapshot| snapshot.execution.workspace_id == workspace_id)
-            .ok_or(EngineError::NotFound("execution"))?;
-        let execution = snapshot.execution;
-        let definition = self.definition(
-            &execution.workspace_id,
-            &execution.process_id,
-            execution.process_version,
-            &snapshot.definition,
-        )?;
-        Ok(ExecutionView {
-            execution,
-            definition,
-            now_ms: snapshot.now_ms,
-        })
-    }
-
-    /// Validates and stores an External Step payload, then moves the process on. After the
-    /// deadline, times the step out instead and reports `TimeoutElapsed`.
-    #[instrument(skip_all, fields(workspace_id = %command.workspace_id))]
-    pub async fn submit(
-        &self,
-        command: SubmitCommand,
-        claim: Option<IdempotencyClaim>,
-    ) -> Result<(), EngineError> {
-        let mut verdict: Result<bool, EngineError> = Err(EngineError::NotFound("execution"));
-        let mut decide = |locked: &LockedExecution| {
-            let (outcome, change) = self.decide_submit(locked, &command, claim.as_ref());
-            verdict = outcome;
-            change
-        };
-        match self
-            .store
-            .advance_execution(&command.token, &mut decide)
-            .await
-        {
-            Err(crate::store::StoreError::NotFound) => {
-                return Err(EngineError::NotFound("execution"));
-            }
-            other => other?,
-        };
-        if verdict.as_ref().is_ok_and(|has_deadline| *has_deadline) {
-            self.deadline_added.notify_one();
-        }
-        self.events_written.notify_one();
-        verdict.map(|_| ())
-    }
-
-    /// The submit decision for a locked execution: the outcome for the caller (with whether a
-    /// new deadline was set) and the change to commit, if any.
-    fn decide_submit(
-        &self,
-        locked: &LockedExecution,
-        command: &SubmitCommand,
-        claim: Option<&IdempotencyClaim>,
-    ) -> (Result<bool, EngineError>, Option<Change>) {
-        let execution = &locked.execution;
-        if execution.workspace_id != command.workspace_id
-            || !keys::tokens_match(&execution.token, &command.token)
-        {
-            return (Err(EngineError::NotFound("execution")), None);
-        }
-        let definition = match self.locked_definition(locked) {
-            Ok(definition) => definition,
-            Err(error) => return (Err(error), None),
-        };
-        let Some(step) = waiting_step(execution, &definition) else {
-            return (Err(EngineError::NotWaiting), None);
-        };
-        if execution
-            .deadline_ms
-            .is_some_and(|deadline| deadline <= locked.now_ms)
-        {
-            let change = time_out(locked, &definition, step);
-            return (Err(EngineError::TimeoutElapsed), Some(change));
-        }
-        let values = match validation::validate(&command.payload, &step.expected_fields) {
-            Ok(values) => values,
-            Err(errors) => return (Err(EngineError::PayloadInvalid(errors)), None),
-        };
-
-        let mut fields = locked.customer.fields.clone();
-        fields.extend(values.clone());
-        fields.insert(EXTERNAL_DATA_FAILURE.to_owned(), Value::Bool(false));
-        let events = event_context(locked, &definition);
-        let received = events.received(step, &values, command.filled_by.as_deref());
-        let position = transition::leave(&definition, execution.step_index as usize, &fields);
-        let mut change = settle(&events, position, vec![received]);
-        change.customer_fields = Some(fields);
-        change.idempotent_response = claim.map(|claim| IdempotentResponse {
-            claim: claim.clone(),
-            status: 200,
-            body: SUBMIT_RESPONSE.to_owned(),
-        });
-        (Ok(change.deadline_ms.is_some()), Some(change))
-    }
-
-    /// Times out up to `limit` steps whose deadline has passed; returns how many.
-    #[instrument(skip_all)]
-    pub async fn sweep_once(&self, limit: i64) -> Result<usize, EngineError> {
-        let mut new_deadline = false;
-        let mut decide = |locked: &LockedExecution| {
-            let definition = match self.locked_definition(locked) {
-                Ok(definition) => definition,
-                Err(error) => {
-                    tracing::error!(execution_id = %locked.execution.id, error = %error,
-                                    "cannot time out: stored definition unreadable");
-                    return None;
-                }
-            };
-            let step = waiting_step(&locked.execution, &definition)?;
-            let change = time_out(locked, &definition, step);
-            new_deadline |= change.deadline_ms.is_some();
-            Some(change)
-        };
-        let timed_out = self.store.time_out_due(limit, &mut decide).await?;
-        if new_deadline {
-            self.deadline_added.notify_one();
-        }
-        if timed_out > 0 {
-            self.events_written.notify_one();
-        }
-        Ok(timed_out)
-    }
-
-    /// Milliseconds until the earliest stored deadline, by the database clock.
-    pub async fn next_deadline_in(&self) -> Result<Option<i64>, EngineError> {
-        Ok(self.store.next_deadline_in().await?)
-    }
-
-    /// Also wakes the sweeper when another process announces a deadline due soon.
-    pub fn listen_for_deadlines(&self, shutdown: tokio_util::sync::CancellationToken) {
-        self.store
-            .listen_for_deadlines(self.deadline_added.clone(), shutdown);
-    }
-
-    /// Resolves when a deadline is stored after the last call returned.
-    pub async fn deadline_added(&self) {
-        self.deadline_added.notified().await;
-    }
-
     /// Deletes expired idempotency records, in bounded batches.
     pub async fn purge_idempotency(&self, limit: i64) -> Result<u64, EngineError> {
         Ok(self
@@ -485,20 +204,6 @@ impl Engine {
             .purge_idempotency(self.options.idempotency.ttl_ms, limit)
             .await?)
     }
-
-    fn locked_definition(
-        &self,
-        locked: &LockedExecution,
-    ) -> Result<Arc<ProcessDefinition>, EngineError> {
-        let execution = &locked.execution;
-        self.definition(
-            &execution.workspace_id,
-            &execution.process_id,
-            execution.process_version,
-            &locked.definition,
-        )
-    }
-
     /// A stored definition, parsed once per version.
     fn definition(
         &self,
@@ -511,9 +216,8 @@ impl Engine {
         if let Some(definition) = read(&self.definitions).get(&key) {
             return Ok(definition.clone());
         }
-        let definition: ProcessDefinition = serde_json::from_str(stored).map_err(|error| {
-            EngineError::Internal(crate::store::StoreError::Corrupt(error.to_string()))
-        })?;
+        let definition: ProcessDefinition = serde_json::from_str(stored)
+            .map_err(|error| EngineError::Internal(StoreError::Corrupt(error.to_string())))?;
         let definition = Arc::new(definition);
         write(&self.definitions).insert(key, definition.clone());
         Ok(definition)
@@ -536,119 +240,5 @@ fn check_id(what: &str, id: &str) -> Result<(), EngineError> {
         Err(EngineError::InvalidInput(format!(
             "'{what}' must be 1-64 characters of letters, digits, '-', '_' or '.'"
         )))
-    }
-}
-
-/// Splits a start request's `data` into the reference and the fields to prefill.
-fn parse_start_data(data: &Value) -> Result<(String, Map<String, Value>), EngineError> {
-    let Some(object) = data.as_object() else {
-        return Err(EngineError::InvalidInput(
-            "'data' must be a JSON object".to_owned(),
-        ));
-    };
-    let reference = match object.get("reference") {
-        Some(Value::String(reference)) if !reference.trim().is_empty() => reference.trim(),
-        _ => {
-            return Err(EngineError::InvalidInput(
-                "'data.reference' must be a non-empty string".to_owned(),
-            ));
-        }
-    };
-    if reference.len() > 255 {
-        return Err(EngineError::InvalidInput(
-            "'data.reference' must be at most 255 bytes".to_owned(),
-        ));
-    }
-    let prefill = object
-        .iter()
-        .filter(|(key, value)| key.as_str() != "reference" && !value.is_null())
-        .map(|(key, value)| (key.clone(), value.clone()))
-        .collect();
-    Ok((reference.to_owned(), prefill))
-}
-
-fn waiting_step<'a>(
-    execution: &Execution,
-    definition: &'a ProcessDefinition,
-) -> Option<&'a definition::ExternalDataStep> {
-    if execution.status != ExecutionStatus::Pending {
-        return None;
-    }
-    match definition
-        .steps
-        .get(usize::try_from(execution.step_index).ok()?)
-    {
-        Some(Step::ExternalData(step)) => Some(step),
-        _ => None,
-    }
-}
-
-fn event_context<'a>(
-    locked: &'a LockedExecution,
-    definition: &'a ProcessDefinition,
-) -> EventContext<'a> {
-    EventContext {
-        workspace_id: &locked.execution.workspace_id,
-        spektr_id: locked.customer.spektr_id,
-        reference: &locked.customer.reference,
-        execution_id: locked.execution.id,
-        process_id: &locked.execution.process_id,
-        definition,
-        now_ms: locked.now_ms,
-    }
-}
-
-/// The change that times out `step`: the failure flag, the event, and the route onwards.
-fn time_out(
-    locked: &LockedExecution,
-    definition: &ProcessDefinition,
-    step: &definition::ExternalDataStep,
-) -> Change {
-    let mut fields = locked.customer.fields.clone();
-    fields.insert(EXTERNAL_DATA_FAILURE.to_owned(), Value::Bool(true));
-    let events = event_context(locked, definition);
-    let timed_out = events.timed_out(step, locked.execution.deadline_ms);
-    let position = transition::leave(definition, locked.execution.step_index as usize, &fields);
-    let mut change = settle(&events, position, vec![timed_out]);
-    change.customer_fields = Some(fields);
-    change
-}
-
-/// The change that puts an execution at `position`, after `events` already decided.
-fn settle(events: &EventContext<'_>, position: Position, mut decided: Vec<NewEvent>) -> Change {
-    match position {
-        Position::Waiting {
-            step_index,
-            timeout_ms,
-        } => {
-            let deadline_ms = timeout_ms.map(|timeout| events.now_ms + timeout);
-            if let Some(Step::ExternalData(step)) = events.definition.steps.get(step_index) {
-                decided.push(events.waiting(step, deadline_ms));
-            }
-            Change {
-                status: ExecutionStatus::Pending,
-                step_index: step_index as i32,
-                deadline_ms,
-                outcome: None,
-                customer_fields: None,
-                events: decided,
-                idempotent_response: None,
-            }
-        }
-        Position::Completed {
-            step_index,
-            outcome,
-        } => {
-            decided.push(events.completed(outcome.as_deref()));
-            Change {
-                status: ExecutionStatus::Completed,
-                step_index: step_index as i32,
-                deadline_ms: None,
-                outcome,
-                customer_fields: None,
-                events: decided,
-                idempotent_response: None,
-            }
-        }
     }
 }
