@@ -427,6 +427,8 @@ impl PostgresStore {
         let mut tx = self.pool.begin().await?;
         // SKIP LOCKED lets every replica sweep at once: each takes rows nobody else holds,
         // and a row held by a submit in progress is left for that submit to settle.
+        // NOTE: `(select now_ms())` is evaluated once, so it bounds the index scan; a bare
+        // `now_ms()` is volatile and would make every pass read the whole index.
         let rows = sqlx::query(
             r#"select e.id, e.workspace_id, e.process_id, e.process_version, e.spektr_id,
                       e.token, e.status, e.step_index, e.deadline_ms, e.outcome,
@@ -437,7 +439,7 @@ impl PostgresStore {
                join process_versions v on v.workspace_id = e.workspace_id
                     and v.process_id = e.process_id and v.version = e.process_version
                where e.status = 'pending' and e.deadline_ms is not null
-                 and e.deadline_ms <= now_ms()
+                 and e.deadline_ms <= (select now_ms())
                order by e.deadline_ms
                limit $1
                for update of e, c skip locked"#,
@@ -843,7 +845,7 @@ impl Store for PostgresStore {
         let deleted = sqlx::query(
             r#"delete from idempotency_keys where ctid in (
                    select ctid from idempotency_keys
-                   where created_at_ms < now_ms() - $1 and state = 'done'
+                   where created_at_ms < (select now_ms()) - $1 and state = 'done'
                    limit $2)"#,
         )
         .bind(ttl_ms)

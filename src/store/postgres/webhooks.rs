@@ -153,8 +153,8 @@ impl OutboxStore for PostgresStore {
             r#"with due as (
                    select d.id from deliveries d
                    join webhook_endpoints w on w.id = d.endpoint_id
-                   where d.status = 'pending' and d.next_attempt_at_ms <= now_ms()
-                     and (d.locked_until_ms is null or d.locked_until_ms < now_ms())
+                   where d.status = 'pending' and d.next_attempt_at_ms <= (select now_ms())
+                     and (d.locked_until_ms is null or d.locked_until_ms < (select now_ms()))
                      and w.enabled and d.endpoint_id <> all($3::uuid[])
                    order by d.next_attempt_at_ms
                    limit $1
