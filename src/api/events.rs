@@ -52,21 +52,15 @@ pub async fn list_events(
             .ok_or_else(|| ApiError::bad_request("'after' must be a cursor from 'nextCursor'"))?,
     };
     let limit = limit(&query)?;
-    let events = state
+    // One more than asked tells whether another page exists.
+    let mut events = state
         .engine
-        .events_after(&workspace_id, after, limit)
+        .events_after(&workspace_id, after, limit + 1)
         .await?;
+    let has_more = events.len() as i64 > limit;
+    events.truncate(limit as usize);
     let next = events.last().map_or(after, |event| event.seq);
-    let has_more = events.len() as i64 == limit;
-    let data: Vec<Value> = events
-        .into_iter()
-        .map(|event| {
-            let mut body = event.body;
-            body["id"] = json!(event.id);
-            body["seq"] = json!(event.seq);
-            body
-        })
-        .collect();
+    let data: Vec<Value> = events.into_iter().map(event_json).collect();
     Ok(Json(
         json!({ "data": data, "nextCursor": next.to_string(), "hasMore": has_more }),
     ))

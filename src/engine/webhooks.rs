@@ -86,6 +86,9 @@ impl Engine {
 
     /// A workspace's endpoints.
     pub async fn list_endpoints(&self, workspace_id: &str) -> Result<Vec<Endpoint>, EngineError> {
+        if !self.store.workspace_exists(workspace_id).await? {
+            return Err(EngineError::NotFound("workspace"));
+        }
         Ok(self.store.list_endpoints(workspace_id).await?)
     }
 

@@ -90,10 +90,12 @@ pub async fn run_delivery(
         if capacity > 0 && claimed == capacity {
             continue;
         }
+        // Overdue deliveries that could not be claimed belong to endpoints at their limit here
+        // (a finishing attempt wakes the loop) or held by another process (whose lease the
+        // poll interval outlasts), so only a future due time shortens the sleep.
         let wait = match sender.store.next_delivery_in().await {
-            Ok(Some(ms)) => Duration::from_millis(ms.max(10) as u64),
-            Ok(None) => sender.options.poll_interval,
-            Err(_) => sender.options.poll_interval,
+            Ok(Some(ms)) if ms > 0 => Duration::from_millis(ms as u64),
+            _ => sender.options.poll_interval,
         };
         tokio::select! {
             _ = shutdown.cancelled() => break,

@@ -450,3 +450,191 @@ pub fn is_replay(response: &Response) -> bool {
         .get("idempotent-replayed")
         .is_some_and(|value| value == "true")
 }
+
+/// A child process that is killed when the test ends, even by a failed assertion.
+pub struct ChildProcess(pub std::process::Child);
+
+impl ChildProcess {
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.0.try_wait().expect("wait").is_none()
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A real `spektr-server` process on `database_url`, listening on `bind_addr`, with the admin
+/// token of the tests and `env` on top of its defaults.
+pub fn spawn_server_process(
+    database_url: &str,
+    bind_addr: &str,
+    env: &[(&str, &str)],
+) -> ChildProcess {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_spektr-server"));
+    command
+        .env("DATABASE_URL", database_url)
+        .env("BIND_ADDR", bind_addr)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("SPEKTR_SWEEPER_INTERVAL_MS", "200")
+        .env("SPEKTR_DB_MAX_CONNECTIONS", "3")
+        .env("RUST_LOG", "error")
+        .env_remove("BOOTSTRAP_FILE")
+        .stdout(std::process::Stdio::null());
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    ChildProcess(command.spawn().expect("spawn spektr-server"))
+}
+
+/// A loopback address with a port that was free a moment ago, for a child server.
+pub fn free_local_address() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("address").to_string()
+}
+
+/// Waits (bounded) until the server at `base_url` answers `/healthz`.
+pub async fn wait_until_serving(client: &Client, base_url: &str) {
+    let started = std::time::Instant::now();
+    loop {
+        let answer = client.get(format!("{base_url}/healthz")).send().await;
+        if answer.is_ok_and(|response| response.status().is_success()) {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{base_url} did not start serving"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The admin path of a workspace's webhook endpoints.
+pub fn webhooks_path(workspace: &str) -> String {
+    format!("/admin/v1/workspaces/{workspace}/webhooks")
+}
+
+impl TestApp {
+    /// A request with the admin token.
+    pub async fn admin_request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Response {
+        let mut request = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(ADMIN_TOKEN);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        request.send().await.expect("admin request")
+    }
+
+    /// Registers a webhook endpoint in the test workspace; asserts 201 and returns it.
+    pub async fn create_webhook(&self, body: Value) -> Value {
+        let response = self
+            .admin_request(reqwest::Method::POST, &webhooks_path(WORKSPACE), Some(body))
+            .await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body
+    }
+
+    /// PATCHes a webhook endpoint of the test workspace; asserts 200 and returns it.
+    pub async fn patch_webhook(&self, id: &str, body: Value) -> Value {
+        let path = format!("{}/{id}", webhooks_path(WORKSPACE));
+        let response = self
+            .admin_request(reqwest::Method::PATCH, &path, Some(body))
+            .await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// An endpoint's deliveries, newest first; asserts 200.
+    pub async fn deliveries(&self, endpoint_id: &str) -> Vec<Value> {
+        let path = format!(
+            "{}/{endpoint_id}/deliveries?limit=500",
+            webhooks_path(WORKSPACE)
+        );
+        let response = self.admin_get(&path).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].as_array().expect("data").clone()
+    }
+
+    /// Waits (bounded) until `done` holds for an endpoint's deliveries; returns them.
+    pub async fn wait_for_deliveries(
+        &self,
+        endpoint_id: &str,
+        what: &str,
+        done: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
+        let started = std::time::Instant::now();
+        loop {
+            let deliveries = self.deliveries(endpoint_id).await;
+            if done(&deliveries) {
+                return deliveries;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "waited for {what}: {}",
+                Value::from(deliveries)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// One page of the event feed, with `query` (e.g. `after=3&limit=2`); returns the raw
+    /// response.
+    pub async fn feed_raw(&self, api_key: &str, query: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/v2/public/events?{query}")))
+            .header("x-api-key", api_key)
+            .send()
+            .await
+            .expect("feed")
+    }
+
+    /// One page of the test workspace's event feed; asserts 200.
+    pub async fn feed(&self, query: &str) -> Value {
+        let response = self.feed_raw(&self.api_key, query).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    }
+
+    /// The execution look-up with `query` (e.g. `reference=x`) and `api_key`; raw response.
+    pub async fn find_executions_raw(&self, api_key: &str, query: &str) -> Response {
+        self.client
+            .get(self.url(&format!("/v2/public/executions?{query}")))
+            .header("x-api-key", api_key)
+            .send()
+            .await
+            .expect("find executions")
+    }
+
+    /// The test workspace's executions matching `query`; asserts 200 and returns `data`.
+    pub async fn find_executions(&self, query: &str) -> Vec<Value> {
+        let response = self.find_executions_raw(&self.api_key, query).await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body["data"].as_array().expect("data").clone()
+    }
+}

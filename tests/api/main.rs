@@ -4,7 +4,10 @@
 mod actions;
 mod admin;
 mod errors;
+mod feed;
 mod helpers;
 mod idempotency;
+mod receiver;
 mod timeouts;
 mod validation;
+mod webhooks;

@@ -6,7 +6,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PROCESS, TestApp, error_body, guide_process, kinds, on_postgres, spawn_app_with, start_server,
+    ChildProcess, PROCESS, TestApp, error_body, guide_process, kinds, on_postgres, spawn_app_with,
+    start_server,
 };
 
 /// Polls the execution behind `token` until it is no longer pending (bounded).
@@ -231,16 +232,6 @@ async fn several_server_processes_time_out_each_step_exactly_once() {
         (steps as i64, steps as i64),
         "(events, distinct executions)"
     );
-}
-
-/// A child process that is killed when the test ends, even by a failed assertion.
-struct ChildProcess(std::process::Child);
-
-impl Drop for ChildProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A real `spektr-server` process on the same database, left to run its sweeper.

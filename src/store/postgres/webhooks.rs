@@ -148,10 +148,11 @@ impl OutboxStore for PostgresStore {
         busy: &[Uuid],
     ) -> Result<Vec<DueDelivery>, StoreError> {
         // SKIP LOCKED plus the lease let every process claim at once: a delivery is sent by
-        // whoever claimed it, and only taken over after its lease ran out (a crashed sender).
+        // whoever claimed it, and only taken over after its lease ran out (a crashed sender),
+        // in which case the lost attempt is recorded as abandoned.
         let rows = sqlx::query(
             r#"with due as (
-                   select d.id from deliveries d
+                   select d.id, d.attempts, d.locked_until_ms from deliveries d
                    join webhook_endpoints w on w.id = d.endpoint_id
                    where d.status = 'pending' and d.next_attempt_at_ms <= (select now_ms())
                      and (d.locked_until_ms is null or d.locked_until_ms < (select now_ms()))
@@ -159,6 +160,13 @@ impl OutboxStore for PostgresStore {
                    order by d.next_attempt_at_ms
                    limit $1
                    for update of d skip locked
+               ),
+               abandoned as (
+                   insert into delivery_attempts
+                       (id, delivery_id, attempt, started_at_ms, duration_ms, error)
+                   select gen_random_uuid(), due.id, due.attempts, due.locked_until_ms - $2, 0,
+                          'abandoned: the sending process stopped before recording a result'
+                   from due where due.locked_until_ms is not null
                )
                update deliveries d
                set locked_until_ms = now_ms() + $2, attempts = d.attempts + 1,
@@ -200,6 +208,25 @@ impl OutboxStore for PostgresStore {
             DeliveryNext::Failed => ("failed", None),
         };
         let mut tx = self.pool.begin().await?;
+        // The attempt guard ignores a result that arrives after another process took over
+        // (which recorded this attempt as abandoned).
+        let current = sqlx::query(
+            r#"update deliveries
+               set status = $3, next_attempt_at_ms = coalesce(now_ms() + $4, next_attempt_at_ms),
+                   locked_until_ms = null, last_error = $5, updated_at_ms = now_ms()
+               where id = $1 and attempts = $2"#,
+        )
+        .bind(delivery.id)
+        .bind(delivery.attempt)
+        .bind(status)
+        .bind(retry_in)
+        .bind(&record.error)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if current == 0 {
+            return Ok(());
+        }
         sqlx::query(
             r#"insert into delivery_attempts
                (id, delivery_id, attempt, started_at_ms, duration_ms, response_status, error)
@@ -211,20 +238,6 @@ impl OutboxStore for PostgresStore {
         .bind(record.started_at_ms)
         .bind(record.duration_ms)
         .bind(record.response_status.map(i32::from))
-        .bind(&record.error)
-        .execute(&mut *tx)
-        .await?;
-        // The attempt guard ignores a result that arrives after another process took over.
-        sqlx::query(
-            r#"update deliveries
-               set status = $3, next_attempt_at_ms = coalesce(now_ms() + $4, next_attempt_at_ms),
-                   locked_until_ms = null, last_error = $5, updated_at_ms = now_ms()
-               where id = $1 and attempts = $2"#,
-        )
-        .bind(delivery.id)
-        .bind(delivery.attempt)
-        .bind(status)
-        .bind(retry_in)
         .bind(&record.error)
         .execute(&mut *tx)
         .await?;
@@ -391,8 +404,10 @@ impl OutboxStore for PostgresStore {
 
     async fn next_delivery_in(&self) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
-            r#"select min(greatest(next_attempt_at_ms, coalesce(locked_until_ms, 0))) - now_ms()
-               from deliveries where status = 'pending'"#,
+            r#"select min(greatest(d.next_attempt_at_ms, coalesce(d.locked_until_ms, 0)))
+                      - now_ms()
+               from deliveries d join webhook_endpoints w on w.id = d.endpoint_id
+               where d.status = 'pending' and w.enabled"#,
         )
         .fetch_one(&self.pool)
         .await?;

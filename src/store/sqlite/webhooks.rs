@@ -153,48 +153,63 @@ impl OutboxStore for SqliteStore {
     ) -> Result<Vec<DueDelivery>, StoreError> {
         let busy = Value::from(busy.iter().map(Uuid::to_string).collect::<Vec<_>>()).to_string();
         let mut tx = self.writer.begin_with("begin immediate").await?;
-        let claimed = sqlx::query(
-            r#"update deliveries
-               set locked_until_ms = cast(unixepoch('subsec') * 1000 as integer) + ?2,
-                   attempts = attempts + 1,
-                   updated_at_ms = cast(unixepoch('subsec') * 1000 as integer)
-               where id in (
-                   select d.id from deliveries d
-                   join webhook_endpoints w on w.id = d.endpoint_id
-                   where d.status = 'pending'
-                     and d.next_attempt_at_ms <= cast(unixepoch('subsec') * 1000 as integer)
-                     and (d.locked_until_ms is null
-                          or d.locked_until_ms < cast(unixepoch('subsec') * 1000 as integer))
-                     and w.enabled and d.endpoint_id not in (select value from json_each(?3))
-                   order by d.next_attempt_at_ms
-                   limit ?1)
-               returning id, event_id, endpoint_id, attempts"#,
+        let candidates = sqlx::query(
+            r#"select d.id, d.event_id, d.endpoint_id, d.attempts, d.locked_until_ms,
+                      w.url, w.secret, e.body
+               from deliveries d
+               join webhook_endpoints w on w.id = d.endpoint_id
+               join events e on e.id = d.event_id
+               where d.status = 'pending'
+                 and d.next_attempt_at_ms <= cast(unixepoch('subsec') * 1000 as integer)
+                 and (d.locked_until_ms is null
+                      or d.locked_until_ms < cast(unixepoch('subsec') * 1000 as integer))
+                 and w.enabled and d.endpoint_id not in (select value from json_each(?2))
+               order by d.next_attempt_at_ms
+               limit ?1"#,
         )
         .bind(limit)
-        .bind(lease_ms)
         .bind(busy)
         .fetch_all(&mut *tx)
         .await?;
-        let mut due = Vec::with_capacity(claimed.len());
-        for row in &claimed {
+        let mut due = Vec::with_capacity(candidates.len());
+        for row in &candidates {
             let id = uuid_column(row, "id")?;
-            let details = sqlx::query(
-                r#"select w.url, w.secret, e.body from deliveries d
-                   join webhook_endpoints w on w.id = d.endpoint_id
-                   join events e on e.id = d.event_id
-                   where d.id = ?1"#,
+            let attempts: i32 = row.try_get("attempts")?;
+            let stale: Option<i64> = row.try_get("locked_until_ms")?;
+            if let Some(stale) = stale {
+                // The lease ran out: the process that claimed it stopped mid-attempt.
+                sqlx::query(
+                    r#"insert into delivery_attempts
+                       (id, delivery_id, attempt, started_at_ms, duration_ms, error)
+                       values (?1, ?2, ?3, ?4, 0,
+                               'abandoned: the sending process stopped before recording a result')"#,
+                )
+                .bind(Uuid::now_v7().to_string())
+                .bind(id.to_string())
+                .bind(attempts)
+                .bind(stale - lease_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            sqlx::query(
+                r#"update deliveries
+                   set locked_until_ms = cast(unixepoch('subsec') * 1000 as integer) + ?2,
+                       attempts = attempts + 1,
+                       updated_at_ms = cast(unixepoch('subsec') * 1000 as integer)
+                   where id = ?1"#,
             )
             .bind(id.to_string())
-            .fetch_one(&mut *tx)
+            .bind(lease_ms)
+            .execute(&mut *tx)
             .await?;
             due.push(DueDelivery {
                 id,
                 event_id: uuid_column(row, "event_id")?,
                 endpoint_id: uuid_column(row, "endpoint_id")?,
-                url: details.try_get("url")?,
-                secret: details.try_get("secret")?,
-                body: details.try_get("body")?,
-                attempt: row.try_get("attempts")?,
+                url: row.try_get("url")?,
+                secret: row.try_get("secret")?,
+                body: row.try_get("body")?,
+                attempt: attempts + 1,
             });
         }
         tx.commit().await?;
@@ -213,21 +228,7 @@ impl OutboxStore for SqliteStore {
             DeliveryNext::Failed => ("failed", None),
         };
         let mut tx = self.writer.begin_with("begin immediate").await?;
-        sqlx::query(
-            r#"insert into delivery_attempts
-               (id, delivery_id, attempt, started_at_ms, duration_ms, response_status, error)
-               values (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#,
-        )
-        .bind(Uuid::now_v7().to_string())
-        .bind(delivery.id.to_string())
-        .bind(record.attempt)
-        .bind(record.started_at_ms)
-        .bind(record.duration_ms)
-        .bind(record.response_status.map(i64::from))
-        .bind(&record.error)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
+        let current = sqlx::query(
             r#"update deliveries
                set status = ?3,
                    next_attempt_at_ms = coalesce(
@@ -240,6 +241,24 @@ impl OutboxStore for SqliteStore {
         .bind(delivery.attempt)
         .bind(status)
         .bind(retry_in)
+        .bind(&record.error)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if current == 0 {
+            return Ok(());
+        }
+        sqlx::query(
+            r#"insert into delivery_attempts
+               (id, delivery_id, attempt, started_at_ms, duration_ms, response_status, error)
+               values (?1, ?2, ?3, ?4, ?5, ?6, ?7)"#,
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(delivery.id.to_string())
+        .bind(record.attempt)
+        .bind(record.started_at_ms)
+        .bind(record.duration_ms)
+        .bind(record.response_status.map(i64::from))
         .bind(&record.error)
         .execute(&mut *tx)
         .await?;
@@ -398,9 +417,10 @@ impl OutboxStore for SqliteStore {
 
     async fn next_delivery_in(&self) -> Result<Option<i64>, StoreError> {
         let row = sqlx::query(
-            r#"select min(max(next_attempt_at_ms, coalesce(locked_until_ms, 0)))
+            r#"select min(max(d.next_attempt_at_ms, coalesce(d.locked_until_ms, 0)))
                       - cast(unixepoch('subsec') * 1000 as integer)
-               from deliveries where status = 'pending'"#,
+               from deliveries d join webhook_endpoints w on w.id = d.endpoint_id
+               where d.status = 'pending' and w.enabled"#,
         )
         .fetch_one(&self.reader)
         .await?;
