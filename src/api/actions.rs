@@ -83,6 +83,11 @@ impl From<ExecutionView> for CurrentStepResponse {
     }
 }
 
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query()
+        .map_or(uri.path(), |value| value.as_str())
+}
+
 /// `POST /v2/public/actions/processId/{processId}/workspaceId/{workspaceId}`.
 pub async fn start_process(
     State(state): State<AppState>,
@@ -100,7 +105,7 @@ pub async fn start_process(
         Some(data) if data.is_object() => data.clone(),
         _ => return Err(ApiError::bad_request("'data' must be a JSON object")),
     };
-    let fingerprint = idempotency::fingerprint("POST", uri.path(), &body);
+    let fingerprint = idempotency::fingerprint("POST", path_and_query(&uri), &body);
     let command = StartCommand {
         workspace_id: workspace_id.clone(),
         process_id,
@@ -139,10 +144,7 @@ pub async fn submit_external_data(
     uri: Uri,
     JsonBody(payload): JsonBody,
 ) -> Result<Response, ApiError> {
-    let path_and_query = uri
-        .path_and_query()
-        .map_or(uri.path(), |value| value.as_str());
-    let fingerprint = idempotency::fingerprint("POST", path_and_query, &payload);
+    let fingerprint = idempotency::fingerprint("POST", path_and_query(&uri), &payload);
     let filled_by = query
         .get("filledBy")
         .cloned()

@@ -68,7 +68,10 @@ fn object(body: &Value, allowed: &[&str]) -> Result<Map<String, Value>, ApiError
 fn optional_string(object: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
     match object.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(text)) if text.len() <= 1024 => Ok(Some(text.clone())),
+        Some(Value::String(text)) if text.len() <= 2048 => Ok(Some(text.clone())),
+        Some(Value::String(_)) => Err(ApiError::bad_request(format!(
+            "'{key}' must be at most 2048 bytes"
+        ))),
         Some(_) => Err(ApiError::bad_request(format!("'{key}' must be a string"))),
     }
 }

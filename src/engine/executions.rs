@@ -333,6 +333,11 @@ fn parse_start_data(data: &Value) -> Result<(String, Map<String, Value>), Engine
             "'data.reference' must be at most 255 bytes".to_owned(),
         ));
     }
+    if object.contains_key(EXTERNAL_DATA_FAILURE) {
+        return Err(EngineError::InvalidInput(format!(
+            "'data.{EXTERNAL_DATA_FAILURE}' is set by the server and cannot be prefilled"
+        )));
+    }
     let prefill = object
         .iter()
         .filter(|(key, value)| key.as_str() != "reference" && !value.is_null())

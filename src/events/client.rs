@@ -23,12 +23,7 @@ impl HostPolicy {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err("'url' must use http or https".to_owned());
         }
-        let host = parsed
-            .host_str()
-            .ok_or("'url' must have a host")?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_ascii_lowercase();
+        let host = canonical_host(parsed.host().ok_or("'url' must have a host")?);
         if self.denied.iter().any(|entry| matches(entry, &host)) {
             return Err(format!(
                 "webhooks to host '{host}' are denied by the server's policy"
@@ -43,8 +38,21 @@ impl HostPolicy {
     }
 }
 
+/// The host as the lists compare it: lowercase, without a trailing dot, and an IPv4-mapped
+/// IPv6 address as its IPv4 form, so that spellings of one host cannot slip past a list.
+fn canonical_host(host: url::Host<&str>) -> String {
+    match host {
+        url::Host::Domain(name) => name.trim_end_matches('.').to_ascii_lowercase(),
+        url::Host::Ipv4(address) => address.to_string(),
+        url::Host::Ipv6(address) => match address.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => address.to_string(),
+        },
+    }
+}
+
 fn matches(entry: &str, host: &str) -> bool {
-    let entry = entry.trim().to_ascii_lowercase();
+    let entry = entry.trim().trim_end_matches('.').to_ascii_lowercase();
     match entry.strip_prefix('.') {
         Some(suffix) => host == suffix || host.ends_with(&format!(".{suffix}")),
         None => host == entry,
@@ -93,5 +101,31 @@ mod tests {
         assert!(policy.check("http://127.0.0.1:8080/x").is_ok());
         assert!(policy.check("https://bad.example.com/x").is_err());
         assert!(policy.check("https://example.org/x").is_err());
+    }
+
+    #[test]
+    fn other_spellings_of_a_denied_host_are_denied_too() {
+        let policy = HostPolicy {
+            allowed: Vec::new(),
+            denied: vec![
+                "127.0.0.1".into(),
+                "localhost".into(),
+                ".internal.test".into(),
+            ],
+        };
+
+        for url in [
+            "http://localhost.:1/x",
+            "http://LOCALHOST/x",
+            "http://A.INTERNAL.TEST./x",
+            "http://[::ffff:127.0.0.1]:1/x",
+            "http://127.1/x",
+            "http://2130706433/x",
+        ] {
+            assert!(
+                policy.check(url).is_err(),
+                "{url} slipped past the deny list"
+            );
+        }
     }
 }

@@ -342,3 +342,23 @@ async fn the_configured_backend_is_the_one_in_use() {
     assert_eq!(ready["backend"], expected);
     assert_eq!(ready["status"], "ready");
 }
+
+#[tokio::test]
+async fn a_start_cannot_prefill_the_failure_flag() {
+    let app = spawn_app().await;
+
+    let response = app
+        .start_raw(
+            PROCESS,
+            json!({"data": {"reference": "edf", "external_data_failure": "yes"}}),
+        )
+        .await;
+
+    let body = error_body(response, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["message"]
+            .as_str()
+            .expect("message")
+            .contains("external_data_failure")
+    );
+}

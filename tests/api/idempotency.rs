@@ -427,3 +427,29 @@ async fn concurrent_starts_with_different_keys_for_one_new_reference_share_one_c
         );
     }
 }
+
+#[tokio::test]
+async fn a_start_key_reused_with_another_query_string_is_refused_with_422() {
+    let app = crate::helpers::spawn_app().await;
+    let body = serde_json::json!({"data": {"reference": "query-check"}});
+    let first = app
+        .start_with_key(crate::helpers::PROCESS, &body, "query-key")
+        .await;
+    assert_eq!(first.status(), reqwest::StatusCode::CREATED);
+
+    let path = format!(
+        "{}?x=1",
+        crate::helpers::TestApp::start_path(crate::helpers::PROCESS)
+    );
+    let second = app
+        .client
+        .post(app.url(&path))
+        .header("x-api-key", &app.api_key)
+        .header("idempotency-key", "query-key")
+        .json(&body)
+        .send()
+        .await
+        .expect("start");
+
+    crate::helpers::error_body(second, reqwest::StatusCode::UNPROCESSABLE_ENTITY).await;
+}
