@@ -87,24 +87,8 @@ pub async fn spawn_app() -> TestApp {
 /// A server whose configuration `adjust` may change.
 pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
     let database_url = fresh_database_url().await;
-    let app = start_server(&database_url, adjust).await;
-    app.admin_put(
-        &format!("/admin/v1/workspaces/{WORKSPACE}"),
-        json!({"name": "Test"}),
-    )
-    .await;
-    let key = app
-        .client
-        .post(app.url(&format!("/admin/v1/workspaces/{WORKSPACE}/api-keys")))
-        .bearer_auth(ADMIN_TOKEN)
-        .send()
-        .await
-        .expect("create api key");
-    assert_eq!(key.status(), StatusCode::CREATED);
-    let key: Value = key.json().await.expect("api key json");
-    let mut app = app;
-    app.api_key = key["key"].as_str().expect("key").to_owned();
-    app.put_process(PROCESS, guide_process(None)).await;
+    let mut app = start_server(&database_url, adjust).await;
+    app.api_key = app.other_workspace(WORKSPACE).await;
     app
 }
 
@@ -418,7 +402,7 @@ impl TestApp {
         request.send().await.expect("submit")
     }
 
-    /// Creates another workspace with an API key and the guide's process; returns the key.
+    /// Creates a workspace (`other_workspace(WORKSPACE)` is the test's own) with an API key and the guide's process; returns the key.
     pub async fn other_workspace(&self, workspace: &str) -> String {
         self.admin_put(
             &format!("/admin/v1/workspaces/{workspace}"),
