@@ -4,17 +4,16 @@ use std::collections::HashMap;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 
 use super::AppState;
 use super::auth::Workspace;
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody};
 use super::idempotency;
-use crate::engine::{ExecutionView, StartCommand, SubmitCommand};
+use crate::engine::{ExecutionView, SUBMIT_RESPONSE, StartCommand, SubmitCommand};
 use crate::validation::ExpectedField;
 
 /// `GET /v2/public/actions/{token}` while the execution waits on an External Step.
@@ -83,11 +82,6 @@ impl From<ExecutionView> for CurrentStepResponse {
     }
 }
 
-fn path_and_query(uri: &Uri) -> &str {
-    uri.path_and_query()
-        .map_or(uri.path(), |value| value.as_str())
-}
-
 /// `POST /v2/public/actions/processId/{processId}/workspaceId/{workspaceId}`.
 pub async fn start_process(
     State(state): State<AppState>,
@@ -105,7 +99,7 @@ pub async fn start_process(
         Some(data) if data.is_object() => data.clone(),
         _ => return Err(ApiError::bad_request("'data' must be a JSON object")),
     };
-    let fingerprint = idempotency::fingerprint("POST", path_and_query(&uri), &body);
+    let fingerprint = idempotency::fingerprint(&uri, &body);
     let command = StartCommand {
         workspace_id: workspace_id.clone(),
         process_id,
@@ -144,7 +138,7 @@ pub async fn submit_external_data(
     uri: Uri,
     JsonBody(payload): JsonBody,
 ) -> Result<Response, ApiError> {
-    let fingerprint = idempotency::fingerprint("POST", path_and_query(&uri), &payload);
+    let fingerprint = idempotency::fingerprint(&uri, &payload);
     let filled_by = query
         .get("filledBy")
         .cloned()
@@ -167,8 +161,9 @@ pub async fn submit_external_data(
         fingerprint,
         |claim| async {
             state.engine.submit(command, claim).await?;
-            let body: Value = serde_json::json!({ "status": "completed" });
-            Ok((StatusCode::OK, Json(body)).into_response())
+            // The same bytes the engine stores for an idempotent replay.
+            let headers = [(header::CONTENT_TYPE, "application/json")];
+            Ok((StatusCode::OK, headers, SUBMIT_RESPONSE).into_response())
         },
     )
     .await

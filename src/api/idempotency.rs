@@ -5,7 +5,7 @@
 
 use std::future::Future;
 
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -14,12 +14,14 @@ use super::error::ApiError;
 use crate::engine::Engine;
 use crate::store::{IdempotencyBegin, IdempotencyClaim};
 
-/// Identifies a request for idempotency: method, path with query, and the parsed body (so
-/// whitespace and key order do not matter).
-pub fn fingerprint(method: &str, path_and_query: &str, body: &Value) -> String {
+/// Identifies a POST for idempotency: path with query, and the parsed body (so whitespace
+/// and key order do not matter).
+pub fn fingerprint(uri: &Uri, body: &Value) -> String {
+    let path_and_query = uri
+        .path_and_query()
+        .map_or(uri.path(), |value| value.as_str());
     let mut hasher = Sha256::new();
-    hasher.update(method.as_bytes());
-    hasher.update(b" ");
+    hasher.update(b"POST ");
     hasher.update(path_and_query.as_bytes());
     hasher.update(b"\n");
     hasher.update(body.to_string().as_bytes());
