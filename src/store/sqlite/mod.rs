@@ -641,11 +641,12 @@ impl Store for SqliteStore {
         };
         let change = decide(&context);
 
-        let fields = change
-            .customer_fields
-            .as_ref()
-            .unwrap_or(&context.customer.fields);
-        update_fields(&mut tx, spektr_id, fields).await?;
+        // Only a prefill or a decided change alters the customer; skip the write otherwise.
+        match (&change.customer_fields, new.prefill.is_empty()) {
+            (Some(fields), _) => update_fields(&mut tx, spektr_id, fields).await?,
+            (None, false) => update_fields(&mut tx, spektr_id, &context.customer.fields).await?,
+            (None, true) => {}
+        }
         sqlx::query(
             r#"insert into executions
                (id, workspace_id, process_id, process_version, spektr_id, token, status,
