@@ -12,7 +12,7 @@ use super::AppState;
 use super::auth::Workspace;
 use super::error::ApiError;
 use crate::engine::model::Event;
-use crate::store::ExecutionFilter;
+use crate::store::{ExecutionFilter, FeedCursor};
 
 /// The feed's page size when `limit` is not given, and its largest.
 const DEFAULT_LIMIT: i64 = 100;
@@ -44,23 +44,24 @@ pub async fn list_events(
     Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
     let after = match query.get("after").map(String::as_str) {
-        None | Some("") => 0,
+        None | Some("") => FeedCursor::default(),
         Some(text) => text
-            .parse::<i64>()
-            .ok()
-            .filter(|after| *after >= 0)
-            .ok_or_else(|| ApiError::bad_request("'after' must be a cursor from 'nextCursor'"))?,
+            .parse::<FeedCursor>()
+            .map_err(|()| ApiError::bad_request("'after' must be a cursor from 'nextCursor'"))?,
     };
     let limit = limit(&query)?;
     // One more than asked tells whether another page exists.
-    let mut events = state
+    let mut entries = state
         .engine
         .events_after(&workspace_id, after, limit + 1)
         .await?;
-    let has_more = events.len() as i64 > limit;
-    events.truncate(limit as usize);
-    let next = events.last().map_or(after, |event| event.seq);
-    let data: Vec<Value> = events.into_iter().map(event_json).collect();
+    let has_more = entries.len() as i64 > limit;
+    entries.truncate(limit as usize);
+    let next = entries.last().map_or(after, |entry| entry.cursor);
+    let data: Vec<Value> = entries
+        .into_iter()
+        .map(|entry| event_json(entry.event))
+        .collect();
     Ok(Json(
         json!({ "data": data, "nextCursor": next.to_string(), "hasMore": has_more }),
     ))

@@ -4,9 +4,11 @@
 use uuid::Uuid;
 
 use super::{Engine, EngineError};
-use crate::engine::model::Event;
 use crate::events::{self, signing};
-use crate::store::{DeliveryRecord, Endpoint, EndpointPatch, ExecutionFilter, ExecutionSummary};
+use crate::store::{
+    DeliveryRecord, Endpoint, EndpointPatch, ExecutionFilter, ExecutionSummary, FeedCursor,
+    FeedEntry,
+};
 
 /// Every event type the server emits.
 pub const EVENT_TYPES: [&str; 5] = [
@@ -173,9 +175,9 @@ impl Engine {
     pub async fn events_after(
         &self,
         workspace_id: &str,
-        after: i64,
+        after: FeedCursor,
         limit: i64,
-    ) -> Result<Vec<Event>, EngineError> {
+    ) -> Result<Vec<FeedEntry>, EngineError> {
         Ok(self.store.list_events(workspace_id, after, limit).await?)
     }
 

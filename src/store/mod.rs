@@ -17,7 +17,7 @@ use crate::engine::model::{Customer, Event, Execution, ExecutionStatus};
 
 pub use outbox::{
     AttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, Endpoint, EndpointPatch,
-    ExecutionFilter, ExecutionSummary, OutboxStore,
+    ExecutionFilter, ExecutionSummary, FeedCursor, FeedEntry, OutboxStore,
 };
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

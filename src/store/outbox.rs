@@ -7,6 +7,59 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::engine::model::{Event, ExecutionStatus};
 
+/// A position in a workspace's event feed: the writing transaction's id (0 on SQLite, whose
+/// writers take turns, and for Postgres events written before transaction ids were kept) and
+/// the event's `seq`. Events are listed in this order.
+///
+/// Written as `"{txid}-{seq}"`, or as plain `"{seq}"` when `txid` is 0, which keeps the
+/// numeric cursors of earlier versions valid.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FeedCursor {
+    pub txid: i64,
+    pub seq: i64,
+}
+
+impl std::fmt::Display for FeedCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.txid == 0 {
+            write!(f, "{}", self.seq)
+        } else {
+            write!(f, "{}-{}", self.txid, self.seq)
+        }
+    }
+}
+
+impl std::str::FromStr for FeedCursor {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        // Digits only: no sign, no spaces, nothing `i64::from_str` would also take.
+        let number = |part: &str| {
+            (!part.is_empty() && part.bytes().all(|byte| byte.is_ascii_digit()))
+                .then(|| part.parse::<i64>().ok())
+                .flatten()
+                .ok_or(())
+        };
+        match text.split_once('-') {
+            None => Ok(FeedCursor {
+                txid: 0,
+                seq: number(text)?,
+            }),
+            Some((txid, seq)) => Ok(FeedCursor {
+                txid: number(txid)?,
+                seq: number(seq)?,
+            }),
+        }
+    }
+}
+
+/// One event of the feed with its position.
+#[derive(Debug, Clone)]
+pub struct FeedEntry {
+    pub cursor: FeedCursor,
+    pub event: Event,
+}
+
 /// A registered webhook endpoint.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
@@ -165,13 +218,15 @@ pub trait OutboxStore: Send + Sync {
         event_id: Uuid,
     ) -> Result<Option<u64>, StoreError>;
 
-    /// A workspace's events after sequence number `after`, in order.
+    /// A workspace's events after `after`, in feed order. Only events whose transaction has
+    /// ended and that no transaction still running can precede are listed, so a later read
+    /// from the last cursor misses nothing.
     async fn list_events(
         &self,
         workspace_id: &str,
-        after: i64,
+        after: FeedCursor,
         limit: i64,
-    ) -> Result<Vec<Event>, StoreError>;
+    ) -> Result<Vec<FeedEntry>, StoreError>;
 
     /// A workspace's executions matching `filter`, newest first.
     async fn find_executions(
@@ -183,4 +238,36 @@ pub trait OutboxStore: Send + Sync {
 
     /// Milliseconds until the next delivery is due (negative when overdue), if any is pending.
     async fn next_delivery_in(&self) -> Result<Option<i64>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::FeedCursor;
+
+    #[test]
+    fn a_cursor_reads_back_what_it_writes_and_refuses_anything_else() {
+        for cursor in [
+            FeedCursor { txid: 0, seq: 0 },
+            FeedCursor { txid: 0, seq: 17 },
+            FeedCursor { txid: 734, seq: 9 },
+        ] {
+            assert_eq!(cursor.to_string().parse::<FeedCursor>(), Ok(cursor));
+        }
+        assert_eq!("16".parse(), Ok(FeedCursor { txid: 0, seq: 16 }));
+        assert_eq!("0".parse(), Ok(FeedCursor::default()));
+        for bad in [
+            "",
+            "-",
+            "-1",
+            "1-",
+            "+1",
+            " 1",
+            "1.5",
+            "1-2-3",
+            "a-1",
+            "99999999999999999999",
+        ] {
+            assert_eq!(bad.parse::<FeedCursor>(), Err(()), "{bad}");
+        }
+    }
 }

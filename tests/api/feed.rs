@@ -49,8 +49,9 @@ async fn activity_of(app: &TestApp, executions: &[String]) -> Vec<Value> {
 }
 
 /// Reads the whole feed with pages of `limit`, checking each page's cursor and `hasMore`;
-/// returns the events in order.
-async fn read_feed(app: &TestApp, limit: usize, total: usize) -> Vec<Value> {
+/// returns the events in order and the last cursor.
+async fn read_feed(app: &TestApp, limit: usize, total: usize) -> (Vec<Value>, String) {
+    app.wait_for_feed(&app.api_key, "0", total).await;
     let mut events: Vec<Value> = Vec::new();
     let mut query = format!("limit={limit}");
     loop {
@@ -58,10 +59,8 @@ async fn read_feed(app: &TestApp, limit: usize, total: usize) -> Vec<Value> {
         let data = page["data"].as_array().expect("data").clone();
         assert!(data.len() <= limit, "{page}");
         events.extend(data.iter().cloned());
-        let last_seq = events
-            .last()
-            .map_or(0, |event| event["seq"].as_i64().expect("seq"));
-        assert_eq!(page["nextCursor"], last_seq.to_string(), "{page}");
+        let cursor = text(&page["nextCursor"]);
+        assert!(!cursor.is_empty(), "{page}");
         let more = events.len() < total;
         assert_eq!(
             page["hasMore"],
@@ -72,12 +71,11 @@ async fn read_feed(app: &TestApp, limit: usize, total: usize) -> Vec<Value> {
             events.len()
         );
         if !more {
-            break;
+            return (events, cursor);
         }
         assert!(!data.is_empty(), "an empty page before the end: {page}");
-        query = format!("after={}&limit={limit}", text(&page["nextCursor"]));
+        query = format!("after={}&limit={limit}", encode(&cursor));
     }
-    events
 }
 
 fn seqs(events: &[Value]) -> Vec<i64> {
@@ -87,15 +85,23 @@ fn seqs(events: &[Value]) -> Vec<i64> {
         .collect()
 }
 
+/// Event ids, sorted, to compare sets of events whatever their order.
+fn sorted_ids(events: &[Value]) -> Vec<String> {
+    let mut ids: Vec<String> = events.iter().map(|event| text(&event["id"])).collect();
+    ids.sort();
+    ids
+}
+
 #[tokio::test]
-async fn the_feed_pages_through_the_workspaces_events_in_seq_order_without_gaps() {
+async fn the_feed_pages_through_the_workspaces_events_in_order_without_gaps() {
     let app = spawn_app().await;
     let executions = make_events(&app, "customer", 5).await;
     let expected = activity_of(&app, &executions).await;
     assert_eq!(expected.len(), 5 * 2 + 3 * 2);
 
-    let events = read_feed(&app, 3, expected.len()).await;
+    let (events, last) = read_feed(&app, 3, expected.len()).await;
 
+    // One writer at a time: the feed's order is the order the events were written.
     assert_eq!(events, expected);
     assert_eq!(seqs(&events), (1..=16).collect::<Vec<i64>>());
     for event in &events {
@@ -103,10 +109,10 @@ async fn the_feed_pages_through_the_workspaces_events_in_seq_order_without_gaps(
         assert!(event["type"].is_string(), "{event}");
         assert!(event["eventData"].is_object(), "{event}");
     }
-    let end = app.feed("after=16&limit=3").await;
+    let end = app.feed(&format!("after={}&limit=3", encode(&last))).await;
     assert_eq!(
         end,
-        json!({"data": [], "nextCursor": "16", "hasMore": false})
+        json!({"data": [], "nextCursor": last, "hasMore": false})
     );
     let everything = app.feed("").await;
     assert_eq!(everything["data"], Value::from(expected));
@@ -121,26 +127,32 @@ async fn has_more_is_false_on_the_page_that_ends_at_the_last_event() {
     assert_eq!(total, 10);
 
     // Pages of 5 end exactly at the last event, as does one page of 10.
-    read_feed(&app, 5, total).await;
-    read_feed(&app, 10, total).await;
+    let (by_five, _) = read_feed(&app, 5, total).await;
+    let (by_ten, _) = read_feed(&app, 10, total).await;
+    assert_eq!(by_five, by_ten);
 }
 
 #[tokio::test]
 async fn the_feed_resumes_after_a_cursor_with_the_events_written_later() {
     let app = spawn_app().await;
     make_events(&app, "early", 2).await;
-    let first = app.feed("").await;
+    let first = app.wait_for_feed(&app.api_key, "0", 6).await;
     let cursor = text(&first["nextCursor"]);
-    assert_eq!(cursor, "6");
 
     let later = make_events(&app, "late", 1).await;
-    let page = app.feed(&format!("after={cursor}")).await;
+    let page = app.wait_for_feed(&app.api_key, &encode(&cursor), 4).await;
 
     let expected = activity_of(&app, &later).await;
     assert_eq!(page["data"], Value::from(expected));
-    assert_eq!(seqs(page["data"].as_array().expect("data")), [7, 8, 9, 10]);
-    assert_eq!(page["nextCursor"], "10");
+    let last = page["data"][3]["seq"].as_i64().expect("seq");
+    assert!(seqs(page["data"].as_array().expect("data")).is_sorted());
+    assert!(last > first["data"][5]["seq"].as_i64().expect("seq"));
+    assert_ne!(page["nextCursor"], cursor);
     assert_eq!(page["hasMore"], false);
+    let again = app
+        .feed(&format!("after={}", encode(&text(&page["nextCursor"]))))
+        .await;
+    assert_eq!(again["data"], json!([]));
 }
 
 #[tokio::test]
@@ -160,15 +172,13 @@ async fn the_feed_shows_only_the_callers_workspace() {
         .expect("start");
     assert_eq!(started.status(), StatusCode::CREATED);
 
-    let ours = app.feed("").await;
-    let theirs = app.feed_raw(&other_key, "").await;
-    assert_eq!(theirs.status(), StatusCode::OK);
-    let theirs: Value = theirs.json().await.expect("json");
+    let ours = app.wait_for_feed(&app.api_key, "0", 6).await;
+    let theirs_page = app.wait_for_feed(&other_key, "0", 2).await;
 
     let ours = ours["data"].as_array().expect("data");
     assert_eq!(ours.len(), 6);
     assert!(ours.iter().all(|event| event["workspaceId"] == "ws-test"));
-    let theirs = theirs["data"].as_array().expect("data");
+    let theirs = theirs_page["data"].as_array().expect("data");
     assert_eq!(theirs.len(), 2, "{theirs:?}");
     assert!(
         theirs
@@ -180,9 +190,10 @@ async fn the_feed_shows_only_the_callers_workspace() {
             .iter()
             .all(|event| event["eventData"]["reference"] == "theirs")
     );
-    // Each workspace numbers its own events.
-    assert_eq!(seqs(theirs), [1, 2]);
-    let past_theirs = app.feed_raw(&other_key, "after=2").await;
+    let their_cursor = text(&theirs_page["nextCursor"]);
+    let past_theirs = app
+        .feed_raw(&other_key, &format!("after={}", encode(&their_cursor)))
+        .await;
     let past_theirs: Value = past_theirs.json().await.expect("json");
     assert_eq!(past_theirs["data"], json!([]));
 }
@@ -195,6 +206,11 @@ async fn the_feed_refuses_bad_cursors_and_limits_and_requests_without_a_key() {
         "after=-1",
         "after=abc",
         "after=1.5",
+        "after=1-",
+        "after=-",
+        "after=1-2-3",
+        "after=+5",
+        "after=%205",
         "limit=0",
         "limit=1001",
         "limit=ten",
@@ -225,7 +241,7 @@ async fn an_execution_is_found_by_context_id_spektr_id_or_reference_and_its_toke
     let by_spektr = app.start(TIMED_PROCESS, "customer-2").await;
     let odd_reference = "customer 3&x=ü/?";
     let by_reference = app.start(PROCESS, odd_reference).await;
-    let feed = app.feed("").await;
+    let feed = app.wait_for_feed(&app.api_key, "0", 6).await;
     let waiting: Vec<Value> = feed["data"]
         .as_array()
         .expect("data")
@@ -365,12 +381,7 @@ async fn looking_up_executions_shows_only_the_callers_workspace() {
         .expect("start");
     assert_eq!(theirs.status(), StatusCode::CREATED);
     let theirs: Value = theirs.json().await.expect("json");
-    let their_feed: Value = app
-        .feed_raw(&other_key, "")
-        .await
-        .json()
-        .await
-        .expect("json");
+    let their_feed = app.wait_for_feed(&other_key, "0", 2).await;
     let their_context = text(&their_feed["data"][0]["eventData"]["contextId"]);
 
     let found = app.find_executions("reference=shared-reference").await;
@@ -396,6 +407,7 @@ async fn a_reader_following_the_feed_during_concurrent_writes_misses_nothing() {
     let app = spawn_app().await;
     let writers_done = std::sync::atomic::AtomicBool::new(false);
     let executions = 48;
+    let total = executions * 4;
 
     let writers = async {
         futures::future::join_all((0..8).map(|worker| {
@@ -417,28 +429,86 @@ async fn a_reader_following_the_feed_during_concurrent_writes_misses_nothing() {
         let started = std::time::Instant::now();
         loop {
             let done = writers_done.load(std::sync::atomic::Ordering::SeqCst);
-            let page = app.feed(&format!("after={cursor}&limit=7")).await;
+            let page = app
+                .feed(&format!("after={}&limit=7", encode(&cursor)))
+                .await;
             let data = page["data"].as_array().expect("data");
             events.extend(data.iter().cloned());
             cursor = text(&page["nextCursor"]);
-            if done && data.is_empty() {
-                return events;
+            if done && events.len() >= total {
+                return (events, cursor);
             }
             assert!(
                 started.elapsed() < std::time::Duration::from_secs(60),
-                "the reader did not catch up"
+                "the reader did not catch up: {} of {total} events",
+                events.len()
             );
             if data.is_empty() {
                 tokio::time::sleep(std::time::Duration::from_millis(5)).await;
             }
         }
     };
-    let ((), events) = tokio::join!(writers, reader);
+    let ((), (events, cursor)) = tokio::join!(writers, reader);
 
-    let total = executions * 4;
+    let listed = sorted_ids(&events);
+    let mut unique = listed.clone();
+    unique.dedup();
+    assert_eq!(unique, listed, "the reader saw an event twice");
+    assert_eq!(listed.len(), total, "the reader skipped events");
+    let after_all = app.feed(&format!("after={}", encode(&cursor))).await;
     assert_eq!(
-        seqs(&events),
-        (1..=total as i64).collect::<Vec<i64>>(),
-        "the reader skipped or repeated events"
+        after_all["data"],
+        json!([]),
+        "events appeared behind the cursor"
+    );
+    if !crate::helpers::on_postgres() {
+        assert_eq!(seqs(&events), (1..=total as i64).collect::<Vec<i64>>());
+    }
+}
+
+#[tokio::test]
+async fn a_cursor_taken_while_an_older_transaction_runs_does_not_pass_its_events() {
+    if !crate::helpers::on_postgres() {
+        eprintln!("skipped: SQLite writers take turns, so no transaction can commit out of order");
+        return;
+    }
+    use sqlx::Connection;
+    let app = spawn_app().await;
+    let mut connection = sqlx::PgConnection::connect(&app.database_url)
+        .await
+        .expect("connect");
+    let mut older = connection.begin().await.expect("begin");
+    // Takes a transaction id now, older than the start's below.
+    sqlx::query("select pg_current_xact_id()")
+        .execute(&mut *older)
+        .await
+        .expect("xid");
+
+    app.start_token(PROCESS, "behind-an-open-transaction").await;
+    // The start's events are committed, but the older transaction could still write events
+    // that sort before them: the feed holds them back rather than let a cursor pass it.
+    let held = app.feed("").await;
+    assert_eq!(held["data"], json!([]), "{held}");
+    assert_eq!(held["nextCursor"], "0");
+
+    sqlx::query(
+        r#"insert into events (id, workspace_id, type, created_at_ms, body)
+           values (gen_random_uuid(), 'ws-test', 'late_marker', 0, '{"type":"late_marker"}')"#,
+    )
+    .execute(&mut *older)
+    .await
+    .expect("insert");
+    older.commit().await.expect("commit");
+
+    let page = app.wait_for_feed(&app.api_key, "0", 3).await;
+    let kinds: Vec<&str> = page["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|event| event["type"].as_str().expect("type"))
+        .collect();
+    assert_eq!(
+        kinds,
+        ["late_marker", "process_started", "external_data_waiting"]
     );
 }

@@ -323,8 +323,9 @@ pub async fn error_body(response: Response, status: StatusCode) -> Value {
     body
 }
 
-/// Where one throwaway execution's events sit in the workspace's event sequence (the `seq` of
-/// activity entries counts every event a workspace records, with no gaps).
+/// Where one throwaway execution's events sit in the event sequence (the `seq` of activity
+/// entries counts every event recorded in a test's database: per workspace on SQLite, from one
+/// sequence on Postgres; a gap would need a transaction that rolled back after writing events).
 #[derive(Debug, Clone, Copy)]
 pub struct EventMark {
     first: i64,
@@ -601,6 +602,30 @@ impl TestApp {
         let body: Value = response.json().await.expect("json");
         assert_eq!(status, StatusCode::OK, "{body}");
         body
+    }
+
+    /// Waits until the feed of `api_key`'s workspace lists `total` events after `after` (at
+    /// most 1000) and returns that page. On Postgres an event is listed once every
+    /// transaction that began before it has ended, and other tests' transactions run beside
+    /// ours, so a read right after a write may not list it yet.
+    pub async fn wait_for_feed(&self, api_key: &str, after: &str, total: usize) -> Value {
+        let started = std::time::Instant::now();
+        loop {
+            let query = format!("after={after}&limit=1000");
+            let response = self.feed_raw(api_key, &query).await;
+            assert_eq!(response.status(), StatusCode::OK);
+            let page: Value = response.json().await.expect("json");
+            let listed = page["data"].as_array().expect("data").len();
+            assert!(listed <= total, "more events than written: {page}");
+            if listed == total {
+                return page;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the feed lists {listed} of {total} events: {page}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// The execution look-up with `query` (e.g. `reference=x`) and `api_key`; raw response.

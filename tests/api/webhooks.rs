@@ -289,12 +289,7 @@ async fn webhook_routes_answer_404_for_unknown_workspaces_endpoints_and_events()
         .await
         .expect("start");
     assert_eq!(started.status(), StatusCode::CREATED);
-    let feed = app
-        .feed_raw(&other_key, "")
-        .await
-        .json::<Value>()
-        .await
-        .expect("json");
+    let feed = app.wait_for_feed(&other_key, "0", 2).await;
     let their_event = text(&feed["data"][0]["id"]);
     for event in [their_event.as_str(), unknown.as_str(), "not-a-uuid"] {
         let path = format!("/admin/v1/workspaces/{WORKSPACE}/events/{event}/redeliver");
@@ -980,7 +975,9 @@ async fn two_server_processes_deliver_each_event_to_each_endpoint_once() {
         }
     }))
     .await;
-    let feed = app.feed("limit=1000").await;
+    let feed = app
+        .wait_for_feed(&app.api_key, "0", executions * 2 + executions)
+        .await;
     let events: HashSet<String> = feed["data"]
         .as_array()
         .expect("data")

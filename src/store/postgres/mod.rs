@@ -3,7 +3,7 @@
 mod webhooks;
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +57,11 @@ fn migrator() -> Migrator {
             20261203000002,
             "webhooks",
             include_str!("../../../migrations/postgres/20261203000002_webhooks.sql"),
+        ),
+        migration(
+            20261203000003,
+            "event_order",
+            include_str!("../../../migrations/postgres/20261203000003_event_order.sql"),
         ),
     ])
 }
@@ -152,45 +157,32 @@ fn locked_from_row(row: &PgRow) -> Result<LockedExecution, StoreError> {
     })
 }
 
-/// Writes events, numbering them per workspace. The workspace rows are locked last and in
-/// id order, so two transactions never wait on each other in a cycle.
+/// Writes events. Their `seq` comes from one sequence and their `txid` is the writing
+/// transaction's, which is all the feed needs to list them in a safe order; no row is shared
+/// between transactions, so writers of one workspace commit side by side.
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     events: &[(String, NewEvent)],
 ) -> Result<(), StoreError> {
-    let mut by_workspace: BTreeMap<&str, Vec<&NewEvent>> = BTreeMap::new();
-    for (workspace_id, event) in events {
-        by_workspace.entry(workspace_id).or_default().push(event);
+    if events.is_empty() {
+        return Ok(());
     }
     let mut columns = EventColumns::default();
-    for (workspace_id, events) in by_workspace {
-        let last: i64 = sqlx::query(
-            r#"update workspaces set event_seq = event_seq + $2 where id = $1
-               returning event_seq"#,
-        )
-        .bind(workspace_id)
-        .bind(events.len() as i64)
-        .fetch_one(&mut **tx)
-        .await?
-        .try_get(0)?;
-        let first = last - events.len() as i64 + 1;
-        for (offset, event) in events.into_iter().enumerate() {
-            columns.push(workspace_id, first + offset as i64, event);
-        }
-    }
-    if columns.ids.is_empty() {
-        return Ok(());
+    for (workspace_id, event) in events {
+        columns.push(workspace_id, event);
     }
     // One statement for the whole set (a sweeper batch writes hundreds of events), which also
     // queues a delivery per event for every enabled endpoint that wants it: the outbox.
+    // `order by n` numbers the events in the order they were decided.
     sqlx::query(
         r#"with inserted as (
                insert into events
-                   (id, workspace_id, seq, execution_id, type, created_at_ms, body)
-               select id, workspace_id, seq, execution_id, type, created_at_ms, body::jsonb
-               from unnest($1::uuid[], $2::text[], $3::int8[], $4::uuid[], $5::text[],
-                           $6::int8[], $7::text[])
-                    as u(id, workspace_id, seq, execution_id, type, created_at_ms, body)
+                   (id, workspace_id, execution_id, type, created_at_ms, body)
+               select id, workspace_id, execution_id, type, created_at_ms, body::jsonb
+               from unnest($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::int8[],
+                           $6::text[]) with ordinality
+                    as u(id, workspace_id, execution_id, type, created_at_ms, body, n)
+               order by n
                returning id, workspace_id, type
            )
            insert into deliveries
@@ -202,7 +194,6 @@ async fn insert_events(
     )
     .bind(columns.ids)
     .bind(columns.workspace_ids)
-    .bind(columns.seqs)
     .bind(columns.execution_ids)
     .bind(columns.kinds)
     .bind(columns.created_at_ms)
@@ -217,7 +208,6 @@ async fn insert_events(
 struct EventColumns {
     ids: Vec<Uuid>,
     workspace_ids: Vec<String>,
-    seqs: Vec<i64>,
     execution_ids: Vec<Option<Uuid>>,
     kinds: Vec<&'static str>,
     created_at_ms: Vec<i64>,
@@ -225,10 +215,9 @@ struct EventColumns {
 }
 
 impl EventColumns {
-    fn push(&mut self, workspace_id: &str, seq: i64, event: &NewEvent) {
+    fn push(&mut self, workspace_id: &str, event: &NewEvent) {
         self.ids.push(event.id);
         self.workspace_ids.push(workspace_id.to_owned());
-        self.seqs.push(seq);
         self.execution_ids.push(event.execution_id);
         self.kinds.push(event.kind);
         self.created_at_ms.push(event.created_at_ms);
@@ -450,8 +439,8 @@ impl PostgresStore {
         let mut locked: Vec<LockedExecution> =
             rows.iter().map(locked_from_row).collect::<Result<_, _>>()?;
         // NOTE: the select above already holds every execution and customer row this batch
-        // writes, so the updates below cannot wait on another sweeper; only the workspace
-        // rows (for event numbers) are locked later, in id order.
+        // writes, so the updates below cannot wait on another sweeper, and events take no
+        // shared row; batches of several sweepers therefore commit side by side.
         locked.sort_by_key(|locked| locked.customer.spektr_id);
         // Rows of one customer see each other's changes, as they would one after the other.
         let mut customers: HashMap<Uuid, Map<String, Value>> = HashMap::new();

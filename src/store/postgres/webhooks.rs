@@ -9,7 +9,7 @@ use super::PostgresStore;
 use crate::engine::model::Event;
 use crate::store::outbox::{
     AttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, Endpoint, EndpointPatch,
-    ExecutionFilter, ExecutionSummary, OutboxStore,
+    ExecutionFilter, ExecutionSummary, FeedCursor, FeedEntry, OutboxStore,
 };
 use crate::store::{StoreError, parse_status};
 
@@ -339,20 +339,35 @@ impl OutboxStore for PostgresStore {
     async fn list_events(
         &self,
         workspace_id: &str,
-        after: i64,
+        after: FeedCursor,
         limit: i64,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        // The horizon is the oldest transaction still running anywhere: every event of an
+        // older transaction is committed (or gone), and every later one sorts after it.
         let rows = sqlx::query(
-            r#"select id, seq, execution_id, type, created_at_ms, body::text as body
-               from events where workspace_id = $1 and seq > $2
-               order by seq limit $3"#,
+            r#"select id, seq, txid, execution_id, type, created_at_ms, body::text as body
+               from events
+               where workspace_id = $1 and (txid, seq) > ($2, $3)
+                 and txid < (select pg_snapshot_xmin(pg_current_snapshot())::text::bigint)
+               order by txid, seq limit $4"#,
         )
         .bind(workspace_id)
-        .bind(after)
+        .bind(after.txid)
+        .bind(after.seq)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                Ok(FeedEntry {
+                    cursor: FeedCursor {
+                        txid: row.try_get("txid")?,
+                        seq: row.try_get("seq")?,
+                    },
+                    event: event_from_row(row)?,
+                })
+            })
+            .collect()
     }
 
     async fn find_executions(

@@ -10,7 +10,7 @@ use super::{SqliteStore, uuid_column};
 use crate::engine::model::Event;
 use crate::store::outbox::{
     AttemptRecord, DeliveryNext, DeliveryRecord, DueDelivery, Endpoint, EndpointPatch,
-    ExecutionFilter, ExecutionSummary, OutboxStore,
+    ExecutionFilter, ExecutionSummary, FeedCursor, FeedEntry, OutboxStore,
 };
 use crate::store::{StoreError, parse_attempts, parse_status};
 
@@ -352,20 +352,35 @@ impl OutboxStore for SqliteStore {
     async fn list_events(
         &self,
         workspace_id: &str,
-        after: i64,
+        after: FeedCursor,
         limit: i64,
-    ) -> Result<Vec<Event>, StoreError> {
+    ) -> Result<Vec<FeedEntry>, StoreError> {
+        // Writers take turns and number events as they commit, so `seq` alone is the order.
+        if after.txid != 0 {
+            return Ok(Vec::new());
+        }
         let rows = sqlx::query(
             r#"select id, seq, execution_id, type, created_at_ms, body
                from events where workspace_id = ?1 and seq > ?2
                order by seq limit ?3"#,
         )
         .bind(workspace_id)
-        .bind(after)
+        .bind(after.seq)
         .bind(limit)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter().map(event_from_row).collect()
+        rows.iter()
+            .map(|row| {
+                let event = event_from_row(row)?;
+                Ok(FeedEntry {
+                    cursor: FeedCursor {
+                        txid: 0,
+                        seq: event.seq,
+                    },
+                    event,
+                })
+            })
+            .collect()
     }
 
     async fn find_executions(
