@@ -92,6 +92,7 @@ impl Server {
             let options = SweeperOptions {
                 max_interval: Duration::from_millis(self.config.sweeper_interval_ms),
                 batch_size: self.config.sweeper_batch_size,
+                parallelism: self.config.sweeper_parallelism,
             };
             self.engine.listen_for_deadlines(shutdown.clone());
             tasks.spawn(sweeper::run_sweeper(

@@ -10,6 +10,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
@@ -22,6 +23,8 @@ pub struct SweeperOptions {
     pub max_interval: Duration,
     /// Steps timed out per transaction.
     pub batch_size: i64,
+    /// Batches run at once while full batches keep coming.
+    pub parallelism: usize,
 }
 
 /// How often expired idempotency records are cleared.
@@ -73,18 +76,43 @@ pub async fn run_sweeper(
     tracing::info!("sweeper stopped");
 }
 
-/// Sweeps full batches until a batch comes back short; returns how many steps timed out.
-async fn drain(engine: &Engine, options: SweeperOptions) -> Result<usize, super::EngineError> {
+/// Sweeps until a batch comes back short; returns how many steps timed out. While batches
+/// come back full, `parallelism` of them run at once: SKIP LOCKED gives each its own rows.
+async fn drain(engine: &Arc<Engine>, options: SweeperOptions) -> Result<usize, super::EngineError> {
     let mut total = 0;
+    let mut width = 1;
     loop {
-        let timed_out = engine.sweep_once(options.batch_size).await?;
-        total += timed_out;
-        if timed_out > 0 {
-            tracing::info!(timed_out, "timed out external steps");
+        let mut batches = JoinSet::new();
+        for _ in 0..width {
+            let engine = engine.clone();
+            batches.spawn(async move { engine.sweep_once(options.batch_size).await });
         }
-        if (timed_out as i64) < options.batch_size {
+        let mut all_full = true;
+        let mut failure = None;
+        // Every batch is awaited, even after one fails, so none is left running unobserved.
+        while let Some(joined) = batches.join_next().await {
+            match joined {
+                Ok(Ok(timed_out)) => {
+                    total += timed_out;
+                    all_full &= timed_out as i64 >= options.batch_size;
+                }
+                Ok(Err(error)) => failure = Some(error),
+                Err(panic) => {
+                    tracing::error!(error = %panic, "sweeper batch panicked");
+                    all_full = false;
+                }
+            }
+        }
+        if let Some(error) = failure {
+            return Err(error);
+        }
+        if total > 0 && !all_full {
+            tracing::info!(timed_out = total, "timed out external steps");
+        }
+        if !all_full {
             return Ok(total);
         }
+        width = options.parallelism;
     }
 }
 

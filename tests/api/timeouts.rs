@@ -202,7 +202,13 @@ async fn several_server_processes_time_out_each_step_exactly_once() {
     // SQLite is for one process (see the README): there the test server sweeps alone.
     let processes = if on_postgres() { 3 } else { 0 };
     let steps = 1_000;
-    let app = spawn_app_with(|config| config.sweeper_enabled = processes == 0).await;
+    // Small batches, several at once: every sweeper runs parallel batches against the others.
+    let app = spawn_app_with(|config| {
+        config.sweeper_enabled = processes == 0;
+        config.sweeper_batch_size = 25;
+        config.sweeper_parallelism = 4;
+    })
+    .await;
     app.put_process(PROCESS, guide_process(Some(3.0))).await;
     let mut sweepers: Vec<_> = (0..processes)
         .map(|_| ChildProcess(spawn_sweeper_process(&app.database_url)))
@@ -240,7 +246,9 @@ fn spawn_sweeper_process(database_url: &str) -> std::process::Child {
         .env("DATABASE_URL", database_url)
         .env("BIND_ADDR", "127.0.0.1:0")
         .env("SPEKTR_SWEEPER_INTERVAL_MS", "200")
-        .env("SPEKTR_DB_MAX_CONNECTIONS", "3")
+        .env("SPEKTR_SWEEPER_BATCH_SIZE", "25")
+        .env("SPEKTR_SWEEPER_PARALLELISM", "4")
+        .env("SPEKTR_DB_MAX_CONNECTIONS", "5")
         .env("RUST_LOG", "error")
         .env_remove("ADMIN_TOKEN")
         .env_remove("BOOTSTRAP_FILE")
