@@ -36,10 +36,6 @@
 #   BENCH_CODE_LABEL         how the results name the code under test (default: git commit)
 #   BENCH_OUT_DIR            where the server log and results are kept (default target/bench-sweeper)
 #
-# The script VACUUMs the tiny workspaces table before each phase, as autovacuum would: every
-# start and every sweeper batch updates its row (the event counter), and on a server with
-# autovacuum off its dead versions make each foreign-key check against it slower and slower.
-#
 # Quick run:  BENCH_BACKLOG=10000 BENCH_BURST=10000 BENCH_DURATION_SECS=5 scripts/bench-sweeper.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -262,7 +258,6 @@ select_ms=$(sql -c "begin" \
     grep -o '"Execution Time": [0-9.]*' | grep -o '[0-9.]*$' || echo "?")
 log "    sweeper select with nothing due: $select_ms ms (plan in $out_dir/explain.txt)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-sql -c 'vacuum workspaces'
 
 # ---------------------------------------------------------------------------------------------
 log "4/6 steady rate: $rate starts/s for $duration s, step timeout $step_timeout s"
@@ -310,7 +305,6 @@ log "    lateness p50/p99/max: $steady_p50 / $steady_p99 / $steady_max ms"
 # ---------------------------------------------------------------------------------------------
 log "5/6 burst: $burst executions with one deadline, $burst_lead_ms ms ahead"
 batches_before=$(grep -c 'timed out external steps' "$server_log" || true)
-sql -c 'vacuum workspaces'
 burst_deadline=$(sql -c "select now_ms() + $burst_lead_ms")
 # In transactions of at most 10,000 rows, so that no long transaction holds back pruning.
 for ((from = 1; from <= burst; from += 10000)); do
@@ -358,14 +352,14 @@ log "    ceiling: set-based SQL over $burst other rows (server stopped)"
 stop_server
 seed bench-ceiling-bare "$burst" "now_ms() + 86400000"
 seed bench-ceiling-full "$burst" "now_ms() + 86400000"
-sql -c 'vacuum analyze executions' -c 'vacuum analyze customers' -c 'vacuum workspaces'
+sql -c 'vacuum analyze executions' -c 'vacuum analyze customers'
 t0=$(wall_ms)
 sql -c "update executions set status = 'completed', step_index = 2, deadline_ms = null,
             outcome = 'manual_review', updated_at_ms = now_ms()
         where process_id = 'bench-ceiling-bare' and status = 'pending'"
 ceiling_bare_ms=$(($(wall_ms) - t0))
 # The same writes as the sweeper makes for each step (execution, customer fields, two events
-# numbered from the workspace's counter), in one statement and one transaction.
+# numbered from the event sequence), in one statement and one transaction.
 t0=$(wall_ms)
 ceiling_rows=$(sql <<EOF
 begin;
@@ -385,14 +379,10 @@ cu as (
            updated_at_ms = now_ms()
     from x where c.spektr_id = x.spektr_id
     returning 1),
-w as (
-    update workspaces set event_seq = event_seq + 2 * (select count(*) from due)
-    where id = '$workspace'
-    returning event_seq - 2 * (select count(*) from due) as base),
 n as (select x.*, row_number() over () as rn from x),
 ev as (
-    insert into events (id, workspace_id, seq, execution_id, type, created_at_ms, body)
-    select gen_random_uuid(), '$workspace', w.base + 2 * n.rn - 1 + k, n.id,
+    insert into events (id, workspace_id, execution_id, type, created_at_ms, body)
+    select gen_random_uuid(), '$workspace', n.id,
            case k when 0 then 'external_data_timed_out' else 'process_completed' end, now_ms(),
            jsonb_build_object('type',
                case k when 0 then 'external_data_timed_out' else 'process_completed' end,
@@ -403,7 +393,8 @@ ev as (
                    'processId', 'bench-ceiling-full', 'processName', 'Benchmark',
                    'processType', 'onboarding', 'reference', n.reference,
                    'outcome', 'manual_review'))
-    from n, w, generate_series(0, 1) k
+    from n, generate_series(0, 1) k
+    order by n.rn, k
     returning 1)
 select (select count(*) from x), (select count(*) from cu), (select count(*) from ev);
 commit;
