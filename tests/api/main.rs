@@ -3,6 +3,7 @@
 
 mod actions;
 mod admin;
+mod connections;
 mod errors;
 mod feed;
 mod helpers;
