@@ -8,6 +8,7 @@ mod errors;
 mod feed;
 mod helpers;
 mod idempotency;
+mod outage;
 mod receiver;
 mod timeouts;
 mod validation;
