@@ -87,6 +87,23 @@ async fn a_client_sending_its_headers_in_time_is_answered() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let app = spawn_app_with(|config| config.header_read_timeout_secs = 1).await;
+    let (mut reader, mut writer) = connect(&app).await.into_split();
+    writer
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: spektr\r\n\r\n")
+        .await
+        .expect("write");
+
+    // The answer comes, then the connection, kept alive but sent nothing more, is closed.
+    let received = read_until_closed(&mut reader).await;
+
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with(r#"{"status":"ok"}"#), "{text}");
+}
+
+#[tokio::test]
 async fn header_values_too_large_to_read_are_refused_with_431() {
     let app = spawn_app().await;
     let (mut reader, mut writer) = connect(&app).await.into_split();
