@@ -53,6 +53,11 @@ pub struct Config {
     #[arg(long, env = "SPEKTR_DB_MAX_CONNECTIONS", default_value_t = 10)]
     pub db_max_connections: u32,
 
+    /// Longest wait for a database connection, in milliseconds; a request that waits longer
+    /// (database down, or every connection busy) is answered with 503.
+    #[arg(long, env = "SPEKTR_DB_ACQUIRE_TIMEOUT_MS", default_value_t = 5000)]
+    pub db_acquire_timeout_ms: u64,
+
     /// Whether this process runs the timeout sweeper (turn off for request-only replicas).
     #[arg(long, env = "SPEKTR_SWEEPER_ENABLED", default_value_t = true, action = ArgAction::Set)]
     pub sweeper_enabled: bool,
@@ -77,6 +82,11 @@ pub struct Config {
     /// Requests running longer than this many seconds are answered with 503.
     #[arg(long, env = "SPEKTR_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    /// Connections that take longer than this many seconds to send a request's headers (or
+    /// stay idle between requests longer) are closed.
+    #[arg(long, env = "SPEKTR_HEADER_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub header_read_timeout_secs: u64,
 
     /// How long a response is replayed for a repeated idempotency-key, in seconds.
     #[arg(long, env = "SPEKTR_IDEMPOTENCY_TTL_SECS", default_value_t = 24 * 3600)]
@@ -141,7 +151,11 @@ impl Config {
         if !(1..=64).contains(&self.sweeper_parallelism) {
             return Err("SPEKTR_SWEEPER_PARALLELISM must be between 1 and 64".to_owned());
         }
-        if self.sweeper_interval_ms == 0 || self.request_timeout_secs == 0 {
+        if self.sweeper_interval_ms == 0
+            || self.request_timeout_secs == 0
+            || self.header_read_timeout_secs == 0
+            || self.db_acquire_timeout_ms == 0
+        {
             return Err("intervals and timeouts must be greater than 0".to_owned());
         }
         if self.webhook_timeout_ms == 0
@@ -194,6 +208,11 @@ impl Config {
         Duration::from_secs(self.request_timeout_secs)
     }
 
+    /// How long a client may take to send a request's headers.
+    pub fn header_read_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_read_timeout_secs)
+    }
+
     /// The database URL with any password replaced, for logs.
     pub fn redacted_database_url(&self) -> String {
         redact_password(&self.database_url)
@@ -223,12 +242,14 @@ impl fmt::Debug for Config {
             .field("log_filter", &self.log_filter)
             .field("log_format", &self.log_format)
             .field("db_max_connections", &self.db_max_connections)
+            .field("db_acquire_timeout_ms", &self.db_acquire_timeout_ms)
             .field("sweeper_enabled", &self.sweeper_enabled)
             .field("sweeper_interval_ms", &self.sweeper_interval_ms)
             .field("sweeper_batch_size", &self.sweeper_batch_size)
             .field("sweeper_parallelism", &self.sweeper_parallelism)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("header_read_timeout_secs", &self.header_read_timeout_secs)
             .field("idempotency_ttl_secs", &self.idempotency_ttl_secs)
             .field("delivery_enabled", &self.delivery_enabled)
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)

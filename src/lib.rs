@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod engine;
 pub mod events;
+mod http;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
@@ -43,7 +44,7 @@ impl Server {
         config.validate().map_err(anyhow::Error::msg)?;
         let options = StoreOptions {
             max_connections: config.db_max_connections,
-            acquire_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_millis(config.db_acquire_timeout_ms),
             announce_deadlines_within_ms: config.sweeper_interval_ms as i64,
         };
         let store = store::connect(&config.database_url, &options)
@@ -130,10 +131,13 @@ impl Server {
             request_timeout: self.config.request_timeout(),
         };
         let app = api::router(state, limits);
-        let signal = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { signal.cancelled().await })
-            .await;
+        let served = http::serve(
+            listener,
+            app,
+            self.config.header_read_timeout(),
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
         tasks.wait().await;
         tracing::info!("spektr-server stopped");

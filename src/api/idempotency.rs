@@ -4,6 +4,8 @@
 //! request with a key changes state exactly once.
 
 use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -11,7 +13,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineError};
 use crate::store::{IdempotencyBegin, IdempotencyClaim};
 
 /// Identifies a POST for idempotency: path with query, and the parsed body (so whitespace
@@ -34,7 +36,7 @@ pub fn fingerprint(uri: &Uri, body: &Value) -> String {
 
 /// Runs `operation` at most once per key. Without a key it simply runs.
 pub async fn run_once<F, Fut>(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     workspace_id: &str,
     key: Option<String>,
     fingerprint: String,
@@ -57,6 +59,7 @@ where
                 // Nothing was stored under the key; let a retry run afresh.
                 if let Err(error) = engine.release_idempotent(&claim).await {
                     tracing::warn!(error = %error, "could not release idempotency key");
+                    tokio::spawn(release_later(engine.clone(), claim));
                 }
             }
             result
@@ -70,6 +73,31 @@ where
             StatusCode::CONFLICT,
             "A request with this idempotency-key is still being processed; retry later",
         )),
+    }
+}
+
+/// Pause between attempts to give up a key while the database is unreachable.
+const RELEASE_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Keeps trying to give up the key of a failed request whose release the database did not
+/// take (it was unreachable, typically the very outage that failed the request), so that a
+/// retry after the outage runs instead of answering 409 until the claim's lease runs out.
+///
+/// NOTE: safe whatever the failed request did: a release only removes a claim that is still
+/// in flight and owned by this request, never a stored answer (a transaction whose commit
+/// went through although its answer was lost) or another request's claim.
+async fn release_later(engine: Arc<Engine>, claim: IdempotencyClaim) {
+    let started = Instant::now();
+    while started.elapsed() < engine.idempotency_lease() {
+        tokio::time::sleep(RELEASE_RETRY_PAUSE).await;
+        match engine.release_idempotent(&claim).await {
+            Ok(()) => return,
+            Err(EngineError::Unavailable(_)) => {}
+            Err(error) => {
+                tracing::warn!(error = %error, "could not release idempotency key");
+                return;
+            }
+        }
     }
 }
 

@@ -197,6 +197,11 @@ impl Engine {
         Ok(self.store.release_idempotent(claim).await?)
     }
 
+    /// How long a request owns its idempotency key before another may take it over.
+    pub fn idempotency_lease(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.options.idempotency.lease_ms.max(0) as u64)
+    }
+
     /// Deletes expired idempotency records, in bounded batches.
     pub async fn purge_idempotency(&self, limit: i64) -> Result<u64, EngineError> {
         Ok(self

@@ -278,6 +278,17 @@ impl TestApp {
         body["activity"].as_array().expect("activity").clone()
     }
 
+    /// Asserts that the server still answers `/healthz`.
+    pub async fn assert_still_serving(&self) {
+        let health = self
+            .client
+            .get(self.url("/healthz"))
+            .send()
+            .await
+            .expect("healthz");
+        assert_eq!(health.status(), StatusCode::OK);
+    }
+
     /// Stops the server gracefully and waits for it.
     pub async fn stop(mut self) {
         self.shutdown.cancel();

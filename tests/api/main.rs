@@ -3,10 +3,12 @@
 
 mod actions;
 mod admin;
+mod connections;
 mod errors;
 mod feed;
 mod helpers;
 mod idempotency;
+mod outage;
 mod receiver;
 mod timeouts;
 mod validation;

@@ -11,7 +11,7 @@ use crate::helpers::{
 };
 
 /// Polls the execution behind `token` until it is no longer pending (bounded).
-async fn wait_until_settled(app: &TestApp, token: &str) -> Value {
+pub(crate) async fn wait_until_settled(app: &TestApp, token: &str) -> Value {
     let started = Instant::now();
     loop {
         let step = app.current_step_json(token).await;

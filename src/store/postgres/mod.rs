@@ -83,34 +83,44 @@ impl PostgresStore {
     }
 }
 
-/// Wakes the sweeper for each announced deadline. The listener reconnects by itself after a
-/// lost connection; announcements missed meanwhile are found by the sweeper's regular pass.
+/// Pause before listening again after the listener lost or could not get its connection.
+const LISTEN_RETRY_PAUSE: Duration = Duration::from_secs(1);
+
+/// Wakes the sweeper for each announced deadline, and whenever the listener (re)connects:
+/// announcements made while it was not listening are lost, so the sweeper looks for due steps
+/// at once instead of after its regular interval. A lost connection is re-established here,
+/// at a steady pace, until the database is back.
 async fn listen(pool: PgPool, wake: Arc<Notify>) {
     loop {
-        let mut listener = match PgListener::connect_with(&pool).await {
-            Ok(listener) => listener,
-            Err(error) => {
-                tracing::warn!(error = %error, "cannot listen for deadlines; retrying");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if let Err(error) = listener.listen(DEADLINE_CHANNEL).await {
-            tracing::warn!(error = %error, "cannot listen for deadlines; retrying");
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        loop {
-            match listener.recv().await {
-                Ok(_) => wake.notify_one(),
-                Err(error) => {
-                    tracing::warn!(error = %error, "deadline listener lost its connection");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    break;
+        match subscribe(&pool).await {
+            Ok(mut listener) => {
+                wake.notify_one();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => wake.notify_one(),
+                        Ok(None) => {
+                            tracing::warn!("deadline listener lost its connection");
+                            break;
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = %error, "deadline listener failed");
+                            break;
+                        }
+                    }
                 }
             }
+            Err(error) => tracing::warn!(error = %error, "cannot listen for deadlines; retrying"),
         }
+        tokio::time::sleep(LISTEN_RETRY_PAUSE).await;
     }
+}
+
+async fn subscribe(pool: &PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // Left on, sqlx reconnects inside `try_recv` and retries I/O errors without a pause.
+    listener.eager_reconnect(false);
+    listener.listen(DEADLINE_CHANNEL).await?;
+    Ok(listener)
 }
 
 /// Whether a failed transaction lost a race that a retry can win.

@@ -1,0 +1,142 @@
+//! Hostile connections: a client that sends its headers too slowly, and headers too large to
+//! read, spoken over raw TCP because a well-behaved HTTP client cannot misbehave this way.
+
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::helpers::{TestApp, error_body, spawn_app, spawn_app_with};
+
+/// How long a test waits for the server to act before it fails; far above the timeouts the
+/// tests configure, so it only ends a test that would otherwise hang.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+async fn connect(app: &TestApp) -> TcpStream {
+    TcpStream::connect(app.address.trim_start_matches("http://"))
+        .await
+        .expect("connect")
+}
+
+/// Reads until the server closes the connection (or resets it); returns what it sent.
+async fn read_until_closed(stream: &mut tokio::net::tcp::OwnedReadHalf) -> Vec<u8> {
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let reading = async {
+        loop {
+            match stream.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => received.extend_from_slice(&buffer[..read]),
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, reading)
+        .await
+        .expect("the server should have closed the connection by now");
+    received
+}
+
+#[tokio::test]
+async fn a_client_sending_its_headers_too_slowly_is_disconnected() {
+    let app = spawn_app_with(|config| config.header_read_timeout_secs = 1).await;
+    let (mut reader, mut writer) = connect(&app).await.into_split();
+    // A request head that never ends: one more header byte every 100 ms, for longer than the
+    // test's patience, unless the server hangs up first.
+    let trickle = tokio::spawn(async move {
+        let head = b"GET /healthz HTTP/1.1\r\nhost: spektr\r\nx-slow: ";
+        let mut written = writer.write_all(head).await;
+        for _ in 0..400 {
+            if written.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            written = writer.write_all(b"a").await;
+        }
+    });
+
+    let received = read_until_closed(&mut reader).await;
+
+    let text = String::from_utf8_lossy(&received);
+    assert!(
+        text.is_empty() || text.starts_with("HTTP/1.1 408"),
+        "the server answered a request it never fully received: {text}"
+    );
+    trickle.abort();
+    app.assert_still_serving().await;
+}
+
+#[tokio::test]
+async fn a_client_sending_its_headers_in_time_is_answered() {
+    let app = spawn_app_with(|config| config.header_read_timeout_secs = 5).await;
+    let (mut reader, mut writer) = connect(&app).await.into_split();
+
+    for part in [
+        &b"GET /healthz HTTP/1.1\r\n"[..],
+        b"host: spektr\r\n",
+        b"connection: close\r\n\r\n",
+    ] {
+        writer.write_all(part).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let received = read_until_closed(&mut reader).await;
+
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains(r#"{"status":"ok"}"#), "{text}");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_read_timeout() {
+    let app = spawn_app_with(|config| config.header_read_timeout_secs = 1).await;
+    let (mut reader, mut writer) = connect(&app).await.into_split();
+    writer
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: spektr\r\n\r\n")
+        .await
+        .expect("write");
+
+    // The answer comes, then the connection, kept alive but sent nothing more, is closed.
+    let received = read_until_closed(&mut reader).await;
+
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with(r#"{"status":"ok"}"#), "{text}");
+}
+
+#[tokio::test]
+async fn header_values_too_large_to_read_are_refused_with_431() {
+    let app = spawn_app().await;
+    let (mut reader, mut writer) = connect(&app).await.into_split();
+    let huge = "k".repeat(512 * 1024);
+    // The server answers before it has read everything, so the rest may fail to send.
+    let sending = tokio::spawn(async move {
+        let head = format!(
+            "GET /v2/public/actions/some-token HTTP/1.1\r\nhost: spektr\r\n\
+             x-api-key: {huge}\r\nconnection: close\r\n\r\n"
+        );
+        let _ = writer.write_all(head.as_bytes()).await;
+    });
+
+    let received = read_until_closed(&mut reader).await;
+
+    let text = String::from_utf8_lossy(&received);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    sending.await.expect("sending task");
+}
+
+#[tokio::test]
+async fn a_long_header_value_the_server_can_read_gets_a_4xx_in_the_envelope() {
+    let app = spawn_app().await;
+    let long_key = "k".repeat(64 * 1024);
+
+    let response = app
+        .client
+        .get(app.url("/v2/public/actions/some-token"))
+        .header("x-api-key", long_key)
+        .send()
+        .await
+        .expect("request");
+
+    let body = error_body(response, StatusCode::UNAUTHORIZED).await;
+    assert_eq!(body["errorCode"], "UNAUTHORIZED_ERROR");
+}
