@@ -108,6 +108,14 @@ pub struct Config {
     /// Webhook hosts refused (comma-separated; `.example.com` matches subdomains).
     #[arg(long, env = "SPEKTR_WEBHOOK_DENIED_HOSTS", default_value = "")]
     pub webhook_denied_hosts: String,
+
+    /// Whether `GET /metrics` serves Prometheus metrics (404 when off).
+    #[arg(long, env = "SPEKTR_METRICS_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub metrics_enabled: bool,
+
+    /// If set, `GET /metrics` requires `Authorization: Bearer` with this token.
+    #[arg(long, env = "SPEKTR_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl Config {
@@ -120,12 +128,14 @@ impl Config {
         {
             return Err("DATABASE_URL must start with postgres:// or sqlite://".to_owned());
         }
-        if self
-            .admin_token
-            .as_deref()
-            .is_some_and(|token| token.len() < 16)
-        {
-            return Err("ADMIN_TOKEN must be at least 16 characters".to_owned());
+        let tokens = [
+            ("ADMIN_TOKEN", &self.admin_token),
+            ("SPEKTR_METRICS_TOKEN", &self.metrics_token),
+        ];
+        for (name, token) in tokens {
+            if token.as_deref().is_some_and(|token| token.len() < 16) {
+                return Err(format!("{name} must be at least 16 characters"));
+            }
         }
         if self.db_max_connections == 0 {
             return Err("SPEKTR_DB_MAX_CONNECTIONS must be at least 1".to_owned());
@@ -231,6 +241,8 @@ impl fmt::Debug for Config {
             )
             .field("webhook_allowed_hosts", &self.webhook_allowed_hosts)
             .field("webhook_denied_hosts", &self.webhook_denied_hosts)
+            .field("metrics_enabled", &self.metrics_enabled)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .finish()
     }
 }

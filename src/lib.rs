@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod config;
 pub mod engine;
 pub mod events;
+pub mod monitoring;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
@@ -20,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::metrics::MetricsEndpoint;
 use crate::api::{AppState, HttpLimits};
 use crate::config::Config;
 use crate::engine::sweeper::{self, SweeperOptions};
@@ -118,11 +120,13 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let metrics = self.metrics_endpoint(&tasks, &shutdown);
         tasks.close();
 
         let state = AppState {
             engine: self.engine.clone(),
             admin_token: self.config.admin_token.as_deref().map(Arc::from),
+            metrics,
         };
         let limits = HttpLimits {
             max_body_bytes: self.config.max_body_bytes,
@@ -137,5 +141,22 @@ impl Server {
         tasks.wait().await;
         tracing::info!("spektr-server stopped");
         served.context("HTTP server failed")
+    }
+
+    /// What `/metrics` serves, with the recorder's upkeep running; `None` when disabled.
+    fn metrics_endpoint(
+        &self,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Option<Arc<MetricsEndpoint>> {
+        if !self.config.metrics_enabled {
+            return None;
+        }
+        let handle = monitoring::recorder()?;
+        tasks.spawn(monitoring::run_upkeep(handle, shutdown.clone()));
+        Some(Arc::new(MetricsEndpoint {
+            scrape: monitoring::Scrape::new(handle, self.engine.store().clone()),
+            token: self.config.metrics_token.clone(),
+        }))
     }
 }
