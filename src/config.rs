@@ -259,13 +259,25 @@ mod tests {
             "postgres://app:hunter2@db:5432/spektr",
             "--admin-token",
             "a-very-secret-admin-token",
+            "--metrics-token",
+            "a-very-secret-metrics-token",
         ]);
 
         let text = format!("{config:?}");
 
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("a-very-secret-admin-token"), "{text}");
+        assert!(!text.contains("a-very-secret-metrics-token"), "{text}");
         assert!(text.contains("postgres://app:***@db:5432/spektr"), "{text}");
+    }
+
+    #[test]
+    fn a_short_metrics_token_is_refused() {
+        let config = Config::parse_from(["spektr-server", "--metrics-token", "short"]);
+
+        let error = config.validate().expect_err("too short");
+
+        assert!(error.contains("SPEKTR_METRICS_TOKEN"), "{error}");
     }
 
     #[test]
@@ -275,5 +287,7 @@ mod tests {
         assert!(config.validate().is_ok());
         assert!(config.database_url.starts_with("sqlite://"));
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+        assert!(config.metrics_enabled);
+        assert!(config.metrics_token.is_none());
     }
 }

@@ -85,3 +85,17 @@ fn method_label(method: &Method) -> &'static str {
         _ => "other",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        let made_up = Method::from_bytes(b"BREW").expect("a valid token");
+
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        assert_eq!(method_label(&made_up), "other");
+        assert_eq!(method_label(&Method::CONNECT), "other");
+    }
+}
