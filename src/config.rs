@@ -123,6 +123,14 @@ pub struct Config {
     /// Webhook hosts refused (comma-separated; `.example.com` matches subdomains).
     #[arg(long, env = "SPEKTR_WEBHOOK_DENIED_HOSTS", default_value = "")]
     pub webhook_denied_hosts: String,
+
+    /// Whether `GET /metrics` serves Prometheus metrics (404 when off).
+    #[arg(long, env = "SPEKTR_METRICS_ENABLED", default_value_t = true, action = ArgAction::Set)]
+    pub metrics_enabled: bool,
+
+    /// If set, `GET /metrics` requires `Authorization: Bearer` with this token.
+    #[arg(long, env = "SPEKTR_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
 }
 
 impl Config {
@@ -135,12 +143,14 @@ impl Config {
         {
             return Err("DATABASE_URL must start with postgres:// or sqlite://".to_owned());
         }
-        if self
-            .admin_token
-            .as_deref()
-            .is_some_and(|token| token.len() < 16)
-        {
-            return Err("ADMIN_TOKEN must be at least 16 characters".to_owned());
+        let tokens = [
+            ("ADMIN_TOKEN", &self.admin_token),
+            ("SPEKTR_METRICS_TOKEN", &self.metrics_token),
+        ];
+        for (name, token) in tokens {
+            if token.as_deref().is_some_and(|token| token.len() < 16) {
+                return Err(format!("{name} must be at least 16 characters"));
+            }
         }
         if self.db_max_connections == 0 {
             return Err("SPEKTR_DB_MAX_CONNECTIONS must be at least 1".to_owned());
@@ -261,6 +271,8 @@ impl fmt::Debug for Config {
             )
             .field("webhook_allowed_hosts", &self.webhook_allowed_hosts)
             .field("webhook_denied_hosts", &self.webhook_denied_hosts)
+            .field("metrics_enabled", &self.metrics_enabled)
+            .field("metrics_token", &self.metrics_token.as_ref().map(|_| "***"))
             .finish()
     }
 }
@@ -277,13 +289,25 @@ mod tests {
             "postgres://app:hunter2@db:5432/spektr",
             "--admin-token",
             "a-very-secret-admin-token",
+            "--metrics-token",
+            "a-very-secret-metrics-token",
         ]);
 
         let text = format!("{config:?}");
 
         assert!(!text.contains("hunter2"), "{text}");
         assert!(!text.contains("a-very-secret-admin-token"), "{text}");
+        assert!(!text.contains("a-very-secret-metrics-token"), "{text}");
         assert!(text.contains("postgres://app:***@db:5432/spektr"), "{text}");
+    }
+
+    #[test]
+    fn a_short_metrics_token_is_refused() {
+        let config = Config::parse_from(["spektr-server", "--metrics-token", "short"]);
+
+        let error = config.validate().expect_err("too short");
+
+        assert!(error.contains("SPEKTR_METRICS_TOKEN"), "{error}");
     }
 
     #[test]
@@ -293,5 +317,7 @@ mod tests {
         assert!(config.validate().is_ok());
         assert!(config.database_url.starts_with("sqlite://"));
         assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8080");
+        assert!(config.metrics_enabled);
+        assert!(config.metrics_token.is_none());
     }
 }

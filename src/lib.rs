@@ -9,6 +9,7 @@ pub mod config;
 pub mod engine;
 pub mod events;
 mod http;
+pub mod monitoring;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
@@ -21,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::metrics::MetricsEndpoint;
 use crate::api::{AppState, HttpLimits};
 use crate::config::Config;
 use crate::engine::sweeper::{self, SweeperOptions};
@@ -120,11 +122,13 @@ impl Server {
                 shutdown.clone(),
             ));
         }
+        let metrics = self.metrics_endpoint(&tasks, &shutdown);
         tasks.close();
 
         let state = AppState {
             engine: self.engine.clone(),
             admin_token: self.config.admin_token.as_deref().map(Arc::from),
+            metrics,
         };
         let limits = HttpLimits {
             max_body_bytes: self.config.max_body_bytes,
@@ -142,5 +146,22 @@ impl Server {
         tasks.wait().await;
         tracing::info!("spektr-server stopped");
         served.context("HTTP server failed")
+    }
+
+    /// What `/metrics` serves, with the recorder's upkeep running; `None` when disabled.
+    fn metrics_endpoint(
+        &self,
+        tasks: &TaskTracker,
+        shutdown: &CancellationToken,
+    ) -> Option<Arc<MetricsEndpoint>> {
+        if !self.config.metrics_enabled {
+            return None;
+        }
+        let handle = monitoring::recorder()?;
+        tasks.spawn(monitoring::run_upkeep(handle, shutdown.clone()));
+        Some(Arc::new(MetricsEndpoint {
+            scrape: monitoring::Scrape::new(handle, self.engine.store().clone()),
+            token: self.config.metrics_token.clone(),
+        }))
     }
 }

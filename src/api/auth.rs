@@ -59,7 +59,7 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
-fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
+pub(super) fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
         return Ok(None);
     };

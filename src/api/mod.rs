@@ -8,6 +8,7 @@ mod events;
 mod extract;
 mod health;
 mod idempotency;
+pub mod metrics;
 mod webhooks;
 
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     /// `None` disables the admin API.
     pub admin_token: Option<Arc<str>>,
+    /// `None` disables `/metrics`.
+    pub metrics: Option<Arc<metrics::MetricsEndpoint>>,
 }
 
 /// Limits applied to every request.
@@ -132,10 +135,12 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .route("/readyz", get(health::readyz))
         .merge(public)
         .merge(admin)
+        .merge(metrics::routes(&state))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(layers)
+        .layer(middleware::from_fn(metrics::track_http))
 }
 
 /// A percent-encoded NUL names nothing that can exist (ids, tokens and stored text never hold

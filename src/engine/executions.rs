@@ -2,6 +2,7 @@
 //! data, and timing steps out. Each change is decided here, inside the store's transaction,
 //! by the pure `transition` module.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -14,6 +15,7 @@ use super::model::{Execution, ExecutionStatus};
 use super::transition::{self, Position};
 use super::{Engine, EngineError, keys};
 use crate::events::EventContext;
+use crate::monitoring::{self, TimeoutTrigger};
 use crate::store::{
     Change, IdempotencyClaim, IdempotentResponse, LockedExecution, NewEvent, NewExecution,
     StartContext, StoreError,
@@ -134,12 +136,17 @@ impl Engine {
                 status: 201,
                 body: serde_json::to_string(&response).unwrap_or_default(),
             });
-            started = Some((response, change.deadline_ms.is_some()));
+            let completion = monitoring::completion(&change);
+            started = Some((response, change.deadline_ms.is_some(), completion));
             change
         };
         self.store.start_execution(new.clone(), &mut decide).await?;
-        let (response, has_deadline) =
+        let (response, has_deadline, completion) =
             started.ok_or(EngineError::Conflict("start was not decided"))?;
+        monitoring::execution_started();
+        if let Some(outcome) = completion {
+            monitoring::execution_completed(outcome);
+        }
         if has_deadline {
             self.deadline_added.notify_one();
         }
@@ -184,12 +191,14 @@ impl Engine {
         claim: Option<IdempotencyClaim>,
     ) -> Result<(), EngineError> {
         let mut verdict: Result<bool, EngineError> = Err(EngineError::NotFound("execution"));
+        let mut completion = None;
         let mut decide = |locked: &LockedExecution| {
             let (outcome, change) = self.decide_submit(locked, &command, claim.as_ref());
             verdict = outcome;
+            completion = change.as_ref().and_then(monitoring::completion);
             change
         };
-        match self
+        let committed = match self
             .store
             .advance_execution(&command.token, &mut decide)
             .await
@@ -199,6 +208,14 @@ impl Engine {
             }
             other => other?,
         };
+        if committed {
+            if matches!(verdict, Err(EngineError::TimeoutElapsed)) {
+                monitoring::step_timed_out(TimeoutTrigger::Submit);
+            }
+            if let Some(outcome) = completion {
+                monitoring::execution_completed(outcome);
+            }
+        }
         if verdict.as_ref().is_ok_and(|has_deadline| *has_deadline) {
             self.deadline_added.notify_one();
         }
@@ -259,6 +276,11 @@ impl Engine {
     #[instrument(skip_all)]
     pub async fn sweep_once(&self, limit: i64) -> Result<usize, EngineError> {
         let mut new_deadline = false;
+        // Recorded only once the batch commits. Keyed by execution because a Postgres batch
+        // retried after a deadlock decides its rows again. (A row decided only by the failed
+        // attempt, and taken by another sweeper before the retry, would still be counted: a
+        // rare overcount, acceptable for a metric.)
+        let mut decided: HashMap<Uuid, (i64, Option<String>)> = HashMap::new();
         let mut decide = |locked: &LockedExecution| {
             let definition = match self.locked_definition(locked) {
                 Ok(definition) => definition,
@@ -271,9 +293,20 @@ impl Engine {
             let step = waiting_step(&locked.execution, &definition)?;
             let change = time_out(locked, &definition, step);
             new_deadline |= change.deadline_ms.is_some();
+            let lateness_ms = locked.now_ms - locked.execution.deadline_ms.unwrap_or(locked.now_ms);
+            decided.insert(
+                locked.execution.id,
+                (lateness_ms, monitoring::completion(&change)),
+            );
             Some(change)
         };
         let timed_out = self.store.time_out_due(limit, &mut decide).await?;
+        for (lateness_ms, completion) in decided.into_values() {
+            monitoring::step_timed_out(TimeoutTrigger::Sweeper { lateness_ms });
+            if let Some(outcome) = completion {
+                monitoring::execution_completed(outcome);
+            }
+        }
         if new_deadline {
             self.deadline_added.notify_one();
         }

@@ -177,6 +177,11 @@ async fn deliver_once(sender: &Sender, delivery: &DueDelivery) {
         None => DeliveryNext::Succeeded,
         Some(_) => next_after_failure(&sender.options, delivery.attempt, retry_after),
     };
+    crate::monitoring::webhook_attempt(match next {
+        DeliveryNext::Succeeded => "success",
+        DeliveryNext::RetryIn(_) => "retry",
+        DeliveryNext::Failed => "failed",
+    });
     match (&next, &record.error) {
         (DeliveryNext::Failed, Some(error)) => {
             tracing::error!(error = %error, "webhook delivery given up");

@@ -324,6 +324,36 @@ pub trait Store: OutboxStore {
     /// Milliseconds from the database's now until the earliest pending deadline (negative
     /// when it has passed), or `None` when nothing waits with a deadline.
     async fn next_deadline_in(&self) -> Result<Option<i64>, StoreError>;
+
+    /// How many executions wait on an External Step (all workspaces).
+    async fn count_waiting(&self) -> Result<i64, StoreError>;
+
+    /// The connection pools' figures, without touching the database.
+    fn pool_stats(&self) -> Vec<PoolStats>;
+}
+
+/// A connection pool's figures at one moment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Which pool: `main` on Postgres; `writer` and `reader` on SQLite.
+    pub pool: &'static str,
+    /// Connections open, busy or idle.
+    pub size: u32,
+    /// Open connections not in use.
+    pub idle: u32,
+    /// The most connections the pool opens.
+    pub max: u32,
+}
+
+impl PoolStats {
+    fn of<DB: sqlx::Database>(pool: &'static str, of: &sqlx::Pool<DB>) -> Self {
+        PoolStats {
+            pool,
+            size: of.size(),
+            idle: u32::try_from(of.num_idle()).unwrap_or(u32::MAX),
+            max: of.options().get_max_connections(),
+        }
+    }
 }
 
 /// Connects to the database named by `url` (`postgres://…` or `sqlite://…`) and migrates it.

@@ -8,6 +8,7 @@ mod errors;
 mod feed;
 mod helpers;
 mod idempotency;
+mod metrics;
 mod outage;
 mod receiver;
 mod timeouts;

@@ -20,8 +20,8 @@ use uuid::Uuid;
 use super::{
     ApiKeyRecord, Backend, Change, Decide, DecideStart, ExecutionSnapshot, IdempotencyBegin,
     IdempotencyClaim, IdempotencyTimes, IdempotentResponse, LockedExecution, NewEvent,
-    NewExecution, ProcessPut, ProcessRecord, StartContext, Store, StoreError, StoreOptions,
-    parse_fields, parse_status,
+    NewExecution, PoolStats, ProcessPut, ProcessRecord, StartContext, Store, StoreError,
+    StoreOptions, parse_fields, parse_status,
 };
 use crate::engine::model::{Customer, Event, Execution};
 
@@ -62,6 +62,11 @@ fn migrator() -> Migrator {
             20261203000003,
             "event_order",
             include_str!("../../../migrations/postgres/20261203000003_event_order.sql"),
+        ),
+        migration(
+            20261203000004,
+            "waiting_index",
+            include_str!("../../../migrations/postgres/20261203000004_waiting_index.sql"),
         ),
     ])
 }
@@ -939,5 +944,17 @@ impl Store for PostgresStore {
         .fetch_one(&self.pool)
         .await?;
         Ok(row.try_get(0)?)
+    }
+
+    async fn count_waiting(&self) -> Result<i64, StoreError> {
+        // Answered from the partial index `executions_waiting` alone.
+        let row = sqlx::query("select count(*) from executions where status = 'pending'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![PoolStats::of("main", &self.pool)]
     }
 }

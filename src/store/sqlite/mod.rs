@@ -24,8 +24,8 @@ use uuid::Uuid;
 use super::{
     ApiKeyRecord, Backend, Change, Decide, DecideStart, ExecutionSnapshot, IdempotencyBegin,
     IdempotencyClaim, IdempotencyTimes, IdempotentResponse, LockedExecution, NewEvent,
-    NewExecution, ProcessPut, ProcessRecord, StartContext, Store, StoreError, StoreOptions,
-    parse_fields, parse_status,
+    NewExecution, PoolStats, ProcessPut, ProcessRecord, StartContext, Store, StoreError,
+    StoreOptions, parse_fields, parse_status,
 };
 use crate::engine::model::{Customer, Event, Execution};
 
@@ -55,6 +55,11 @@ fn migrator() -> Migrator {
             20261203000002,
             "webhooks",
             include_str!("../../../migrations/sqlite/20261203000002_webhooks.sql"),
+        ),
+        migration(
+            20261203000003,
+            "waiting_index",
+            include_str!("../../../migrations/sqlite/20261203000003_waiting_index.sql"),
         ),
     ])
 }
@@ -763,5 +768,20 @@ impl Store for SqliteStore {
         .fetch_one(&self.reader)
         .await?;
         Ok(row.try_get(0)?)
+    }
+
+    async fn count_waiting(&self) -> Result<i64, StoreError> {
+        // Answered from the partial index `executions_waiting` alone.
+        let row = sqlx::query("select count(*) from executions where status = 'pending'")
+            .fetch_one(&self.reader)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![
+            PoolStats::of("writer", &self.writer),
+            PoolStats::of("reader", &self.reader),
+        ]
     }
 }
