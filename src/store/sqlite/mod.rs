@@ -57,9 +57,9 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/sqlite/20261203000002_webhooks.sql"),
         ),
         migration(
-            20261203000003,
+            20261203000004,
             "waiting_index",
-            include_str!("../../../migrations/sqlite/20261203000003_waiting_index.sql"),
+            include_str!("../../../migrations/sqlite/20261203000004_waiting_index.sql"),
         ),
     ])
 }
