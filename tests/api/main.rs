@@ -7,6 +7,7 @@ mod errors;
 mod feed;
 mod helpers;
 mod idempotency;
+mod openapi;
 mod receiver;
 mod timeouts;
 mod validation;
