@@ -222,10 +222,10 @@ impl Scrape {
         // Held across the count, so concurrent scrapes wait for one count instead of each
         // starting their own.
         let mut cached = self.waiting.lock().await;
-        if let Some((read_at, count)) = *cached {
-            if read_at.elapsed() < WAITING_MAX_AGE {
-                return Some(count);
-            }
+        if let Some((read_at, count)) = *cached
+            && read_at.elapsed() < WAITING_MAX_AGE
+        {
+            return Some(count);
         }
         match self.store.count_waiting().await {
             Ok(count) => {

@@ -7,17 +7,57 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
 
 use super::AppState;
 use super::auth::Workspace;
 use super::error::ApiError;
 use super::extract::{IdempotencyKey, JsonBody};
 use super::idempotency;
-use crate::engine::{ExecutionView, SUBMIT_RESPONSE, StartCommand, SubmitCommand};
+use super::openapi::{
+    BadRequest, Conflict, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    Unprocessable, UnsupportedMediaType,
+};
+use crate::engine::model::ExecutionStatus;
+use crate::engine::{ExecutionView, SUBMIT_RESPONSE, StartCommand, Started, SubmitCommand};
 use crate::validation::ExpectedField;
 
-/// `GET /v2/public/actions/{token}` while the execution waits on an External Step.
-#[derive(Debug, Serialize)]
+/// The body of a start.
+#[derive(Debug, ToSchema)]
+#[schema(example = json!({"data": {"reference": "customer-123"}}))]
+#[allow(dead_code)] // Parsed as JSON by the engine; this type documents the shape.
+pub struct StartRequest {
+    data: StartData,
+}
+
+/// The customer: `reference` names it; every other key is stored as one of its fields
+/// (top-level merge, `null`s ignored).
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)]
+pub struct StartData {
+    /// Your id of the customer: one reference is one customer (one `spektrId`) per workspace.
+    /// Non-empty after trimming, at most 255 bytes.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    reference: String,
+}
+
+/// The answer of a successful submit.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // Documents `SUBMIT_RESPONSE`; a test checks that the two agree.
+pub struct SubmitResponse {
+    status: SubmitStatus,
+}
+
+/// A submit that answers at all was accepted completely.
+#[derive(Debug, Serialize, ToSchema)]
+#[allow(dead_code)] // See `SubmitResponse`.
+#[serde(rename_all = "lowercase")]
+pub enum SubmitStatus {
+    Completed,
+}
+
+/// The step an execution waits on, and where the execution is.
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CurrentStepResponse {
     /// The step the execution waits on; `null` once it waits on nothing.
     pub node: Option<NodeResponse>,
@@ -25,30 +65,48 @@ pub struct CurrentStepResponse {
 }
 
 /// The External Step an execution waits on.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NodeResponse {
     #[serde(rename = "type")]
-    pub node_type: &'static str,
+    pub node_type: NodeType,
+    /// The step's id in the process definition.
     pub node_id: String,
+    /// Where to submit, relative to the API's version prefix.
     pub submit_url: String,
+    /// The payload contract.
     pub expected_fields: Vec<ExpectedField>,
+    /// The step's deadline in Unix ms; present only when the step has a timeout.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
 }
 
+/// The only kind of step an execution can be seen waiting on.
+#[derive(Debug, Serialize, ToSchema)]
+pub enum NodeType {
+    #[serde(rename = "externalData")]
+    ExternalData,
+}
+
 /// An execution as Spektr describes it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExecutionResponse {
-    pub id: String,
-    pub status: &'static str,
+    pub id: uuid::Uuid,
+    /// `pending` while waiting on an External Step, else `completed`.
+    pub status: ExecutionStatus,
     pub token: String,
     /// 1-based position of the current step.
+    #[schema(minimum = 1)]
     pub current_step: i32,
+    /// Always `null`: executions have no parent here.
     pub parent_id: Option<String>,
+    /// Always `null`: no step fails here.
     pub error: Option<String>,
+    #[schema(minimum = 1, maximum = 1)]
     pub min_step: i32,
+    /// The number of steps of the process.
+    #[schema(minimum = 1)]
     pub max_step: i32,
     /// The end step's outcome, once completed at one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -58,7 +116,7 @@ pub struct ExecutionResponse {
 impl From<ExecutionView> for CurrentStepResponse {
     fn from(view: ExecutionView) -> Self {
         let node = view.waiting_step().map(|step| NodeResponse {
-            node_type: "externalData",
+            node_type: NodeType::ExternalData,
             node_id: step.id.clone(),
             submit_url: format!("public/actions/{}", view.execution.token),
             expected_fields: step.expected_fields.clone(),
@@ -68,8 +126,8 @@ impl From<ExecutionView> for CurrentStepResponse {
         CurrentStepResponse {
             node,
             execution: ExecutionResponse {
-                id: execution.id.to_string(),
-                status: execution.status.as_str(),
+                id: execution.id,
+                status: execution.status,
                 token: execution.token,
                 current_step: execution.step_index + 1,
                 parent_id: None,
@@ -82,7 +140,42 @@ impl From<ExecutionView> for CurrentStepResponse {
     }
 }
 
-/// `POST /v2/public/actions/processId/{processId}/workspaceId/{workspaceId}`.
+/// Start an onboarding process for a customer.
+///
+/// One `data.reference` is one customer per workspace: the same `spektrId` every time. The
+/// answer comes once the execution can take a submission.
+#[utoipa::path(
+    post,
+    path = "/v2/public/actions/processId/{processId}/workspaceId/{workspaceId}",
+    tag = "actions",
+    params(
+        ("processId" = String, Path, description = "The process to start",
+         pattern = r"^[A-Za-z0-9._-]{1,64}$"),
+        ("workspaceId" = String, Path, description = "The API key's workspace (another answers 404)",
+         pattern = r"^[A-Za-z0-9._-]{1,64}$"),
+        ("idempotency-key" = Option<String>, Header, nullable = false, pattern = r"^[!-~]{1,255}$",
+         description = "Retries with the same key and request replay the first answer (24 h)"),
+        ("x-spektr-block-until-ready" = Option<String>, Header, nullable = false,
+         description = "Accepted for compatibility; every answer already waits until the execution is ready"),
+    ),
+    request_body(content = StartRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Started; store the token", body = Started,
+         headers(("idempotent-replayed" = bool, description = "Present (true) on a replayed answer")),
+         links(
+            ("CurrentStep" = (operation_id = "get_current_step",
+                              parameters(("token" = "$response.body#/token")))),
+            ("Submit" = (operation_id = "submit_external_data_v3",
+                         parameters(("token" = "$response.body#/token")))),
+            ("Customer" = (operation_id = "get_customer",
+                           parameters(("workspaceId" = "$request.path.workspaceId"),
+                                      ("spektrId" = "$response.body#/spektrId")))),
+         )),
+        BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge, UnsupportedMediaType,
+        Unprocessable, Internal, Unavailable,
+    ),
+    security(("apiKey" = []), ("apiKeyBearer" = [])),
+)]
 pub async fn start_process(
     State(state): State<AppState>,
     Workspace(workspace_id): Workspace,
@@ -118,7 +211,20 @@ pub async fn start_process(
     .await
 }
 
-/// `GET /v2/public/actions/{token}`.
+/// The step an execution waits on, and where the execution is.
+///
+/// `node` is the External Step while the execution waits on one, else `null`.
+#[utoipa::path(
+    get,
+    path = "/v2/public/actions/{token}",
+    tag = "actions",
+    params(("token" = String, Path, description = "The token the start returned")),
+    responses(
+        (status = 200, description = "The current step", body = CurrentStepResponse),
+        BadRequest, Unauthorized, NotFound, Internal, Unavailable,
+    ),
+    security(("apiKey" = []), ("apiKeyBearer" = [])),
+)]
 pub async fn get_current_step(
     State(state): State<AppState>,
     Workspace(workspace_id): Workspace,
@@ -128,8 +234,56 @@ pub async fn get_current_step(
     Ok(Json(view.into()))
 }
 
-/// `POST /v3/public/actions/{token}` (and the same on v2).
-pub async fn submit_external_data(
+/// A submit handler per version: the guide's `submitUrl` carries no version, so v2 and v3
+/// answer the same.
+macro_rules! submit_handler {
+    ($name:ident, $path:tt) => {
+        /// Submit the External Step's data.
+        ///
+        /// The payload's top-level keys are the expected fields' `spektrDataField`s; unknown
+        /// keys are ignored. All problems are reported at once in `details`.
+        #[utoipa::path(
+            post,
+            path = $path,
+            tag = "actions",
+            params(
+                ("token" = String, Path, description = "The token the start returned"),
+                ("filledBy" = Option<String>, Query, max_length = 255,
+                 description = "Who filled the data in (at most 255 bytes), kept in the activity entry"),
+                ("idempotency-key" = Option<String>, Header, nullable = false, pattern = r"^[!-~]{1,255}$",
+                 description = "Retries with the same key and request replay the first answer (24 h)"),
+            ),
+            request_body(content = HashMap<String, serde_json::Value>, content_type = "application/json",
+                         description = "The payload: one key per expected field",
+                         example = json!({"company_name": "External Company Ltd",
+                                          "country_of_incorporation": "RO"})),
+            responses(
+                (status = 200, description = "Accepted and stored; the process moved on",
+                 body = SubmitResponse,
+                 headers(("idempotent-replayed" = bool, description = "Present (true) on a replayed answer"))),
+                BadRequest, Unauthorized, NotFound, Conflict, PayloadTooLarge,
+                UnsupportedMediaType, Unprocessable, Internal, Unavailable,
+            ),
+            security(("apiKey" = []), ("apiKeyBearer" = [])),
+        )]
+        pub async fn $name(
+            state: State<AppState>,
+            workspace: Workspace,
+            token: Path<String>,
+            query: Query<HashMap<String, String>>,
+            key: IdempotencyKey,
+            uri: Uri,
+            payload: JsonBody,
+        ) -> Result<Response, ApiError> {
+            submit_external_data(state, workspace, token, query, key, uri, payload).await
+        }
+    };
+}
+
+submit_handler!(submit_external_data_v3, "/v3/public/actions/{token}");
+submit_handler!(submit_external_data_v2, "/v2/public/actions/{token}");
+
+async fn submit_external_data(
     State(state): State<AppState>,
     Workspace(workspace_id): Workspace,
     Path(token): Path<String>,
@@ -167,4 +321,18 @@ pub async fn submit_external_data(
         },
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_documented_submit_answer_is_the_one_sent() {
+        let documented = SubmitResponse {
+            status: SubmitStatus::Completed,
+        };
+
+        assert_eq!(serde_json::to_string(&documented).unwrap(), SUBMIT_RESPONSE);
+    }
 }

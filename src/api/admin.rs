@@ -4,12 +4,21 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use uuid::Uuid;
 
 use super::AppState;
 use super::auth::Admin;
 use super::error::ApiError;
+use super::events::{EventRecord, event_json};
 use super::extract::JsonBody;
+use super::openapi::{
+    BadRequest, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
+    UnsupportedMediaType,
+};
+use crate::engine::ProcessDefinition;
 
 fn created_or_ok(created: bool) -> StatusCode {
     if created {
@@ -19,76 +28,207 @@ fn created_or_ok(created: bool) -> StatusCode {
     }
 }
 
-/// `PUT /admin/v1/workspaces/{workspaceId}` `{"name"}`.
+/// The body of a workspace PUT.
+#[derive(Debug, ToSchema)]
+#[allow(dead_code)] // Read from the JSON value; this type documents the shape.
+pub struct WorkspaceRequest {
+    /// Non-empty after trimming, at most 255 bytes.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
+    name: String,
+}
+
+/// A workspace.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WorkspaceResponse {
+    id: String,
+    /// Trimmed.
+    name: String,
+}
+
+/// A new API key: the only time the key itself is shown.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyResponse {
+    id: Uuid,
+    key: String,
+}
+
+/// A stored process definition.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProcessResponse {
+    id: String,
+    workspace_id: String,
+    /// Increases with every changed definition; an unchanged one keeps its version.
+    #[schema(minimum = 1)]
+    version: i32,
+}
+
+/// A customer and the fields stored for it.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CustomerResponse {
+    spektr_id: Uuid,
+    reference: String,
+    /// Every stored field, including `external_data_failure` once a step finished.
+    #[schema(value_type = Object)]
+    fields: Map<String, Value>,
+}
+
+/// An execution's activity history.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActivityResponse {
+    /// As given in the path.
+    execution_id: String,
+    /// Oldest first.
+    #[schema(value_type = Vec<EventRecord>)]
+    activity: Vec<Value>,
+}
+
+/// Create a workspace, or rename it.
+#[utoipa::path(
+    put,
+    path = "/admin/v1/workspaces/{workspaceId}",
+    tag = "admin",
+    params(("workspaceId" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,64}$",
+            description = "1-64 letters, digits, '-', '_' or '.'")),
+    request_body(content = WorkspaceRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Renamed (or unchanged)", body = WorkspaceResponse),
+        (status = 201, description = "Created", body = WorkspaceResponse),
+        BadRequest, Unauthorized, NotFound, PayloadTooLarge, UnsupportedMediaType, Internal,
+        Unavailable,
+    ),
+    security(("adminToken" = [])),
+)]
 pub async fn put_workspace(
     State(state): State<AppState>,
     _: Admin,
     Path(workspace_id): Path<String>,
     JsonBody(body): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<WorkspaceResponse>), ApiError> {
     let Some(name) = body.get("name").and_then(Value::as_str) else {
         return Err(ApiError::bad_request("'name' must be a non-empty string"));
     };
     let created = state.engine.put_workspace(&workspace_id, name).await?;
-    let body = json!({ "id": workspace_id, "name": name.trim() });
+    let body = WorkspaceResponse {
+        id: workspace_id,
+        name: name.trim().to_owned(),
+    };
     Ok((created_or_ok(created), Json(body)))
 }
 
-/// `POST /admin/v1/workspaces/{workspaceId}/api-keys`.
+/// Create an API key for a workspace.
+#[utoipa::path(
+    post,
+    path = "/admin/v1/workspaces/{workspaceId}/api-keys",
+    tag = "admin",
+    params(("workspaceId" = String, Path)),
+    responses(
+        (status = 201, description = "Created; the key is shown only now", body = ApiKeyResponse),
+        BadRequest, Unauthorized, NotFound, Internal, Unavailable,
+    ),
+    security(("adminToken" = [])),
+)]
 pub async fn create_api_key(
     State(state): State<AppState>,
     _: Admin,
     Path(workspace_id): Path<String>,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ApiKeyResponse>), ApiError> {
     let key = state.engine.create_api_key(&workspace_id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "id": key.id, "key": key.key })),
-    ))
+    let body = ApiKeyResponse {
+        id: key.id,
+        key: key.key,
+    };
+    Ok((StatusCode::CREATED, Json(body)))
 }
 
-/// `PUT /admin/v1/workspaces/{workspaceId}/processes/{processId}` with a definition.
+/// Store a process definition as the process's current version.
+///
+/// Running executions keep the version they started with. A refused definition answers 400
+/// with `details.problems` naming every problem.
+#[utoipa::path(
+    put,
+    path = "/admin/v1/workspaces/{workspaceId}/processes/{processId}",
+    tag = "admin",
+    params(
+        ("workspaceId" = String, Path),
+        ("processId" = String, Path, pattern = r"^[A-Za-z0-9._-]{1,64}$",
+         description = "1-64 letters, digits, '-', '_' or '.'"),
+    ),
+    request_body(content = ProcessDefinition, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Stored as a new version, or unchanged", body = ProcessResponse),
+        (status = 201, description = "Created", body = ProcessResponse),
+        BadRequest, Unauthorized, NotFound, PayloadTooLarge, UnsupportedMediaType, Internal,
+        Unavailable,
+    ),
+    security(("adminToken" = [])),
+)]
 pub async fn put_process(
     State(state): State<AppState>,
     _: Admin,
     Path((workspace_id, process_id)): Path<(String, String)>,
     JsonBody(definition): JsonBody,
-) -> Result<(StatusCode, Json<Value>), ApiError> {
+) -> Result<(StatusCode, Json<ProcessResponse>), ApiError> {
     let put = state
         .engine
         .put_process(&workspace_id, &process_id, &definition)
         .await?;
-    let body = json!({
-        "id": process_id,
-        "workspaceId": workspace_id,
-        "version": put.version,
-    });
+    let body = ProcessResponse {
+        id: process_id,
+        workspace_id,
+        version: put.version,
+    };
     Ok((created_or_ok(put.created), Json(body)))
 }
 
-/// `GET /admin/v1/workspaces/{workspaceId}/customers/{spektrId}`.
+/// A customer with its stored fields.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/workspaces/{workspaceId}/customers/{spektrId}",
+    tag = "admin",
+    params(("workspaceId" = String, Path), ("spektrId" = String, Path, description = "The customer's id (a UUID)")),
+    responses(
+        (status = 200, description = "The customer", body = CustomerResponse),
+        BadRequest, Unauthorized, NotFound, Internal, Unavailable,
+    ),
+    security(("adminToken" = [])),
+)]
 pub async fn get_customer(
     State(state): State<AppState>,
     _: Admin,
     Path((workspace_id, spektr_id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CustomerResponse>, ApiError> {
     let customer = state.engine.customer(&workspace_id, &spektr_id).await?;
-    Ok(Json(json!({
-        "spektrId": customer.spektr_id,
-        "reference": customer.reference,
-        "fields": customer.fields,
-    })))
+    Ok(Json(CustomerResponse {
+        spektr_id: customer.spektr_id,
+        reference: customer.reference,
+        fields: customer.fields,
+    }))
 }
 
-/// `GET /admin/v1/workspaces/{workspaceId}/executions/{executionId}/activity`.
+/// An execution's activity history, oldest first.
+#[utoipa::path(
+    get,
+    path = "/admin/v1/workspaces/{workspaceId}/executions/{executionId}/activity",
+    tag = "admin",
+    params(("workspaceId" = String, Path), ("executionId" = String, Path, description = "The execution's id (a UUID)")),
+    responses(
+        (status = 200, description = "The execution's events", body = ActivityResponse),
+        BadRequest, Unauthorized, NotFound, Internal, Unavailable,
+    ),
+    security(("adminToken" = [])),
+)]
 pub async fn get_activity(
     State(state): State<AppState>,
     _: Admin,
     Path((workspace_id, execution_id)): Path<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<ActivityResponse>, ApiError> {
     let events = state.engine.activity(&workspace_id, &execution_id).await?;
-    let activity: Vec<Value> = events.into_iter().map(super::events::event_json).collect();
-    Ok(Json(
-        json!({ "executionId": execution_id, "activity": activity }),
-    ))
+    let activity = events.into_iter().map(event_json).collect();
+    Ok(Json(ActivityResponse {
+        execution_id,
+        activity,
+    }))
 }

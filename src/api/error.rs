@@ -6,8 +6,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::{Value, json};
+use utoipa::{PartialSchema, ToSchema};
 
 use crate::engine::EngineError;
+use crate::validation::PayloadErrors;
 
 /// An HTTP error in the contract's shape.
 #[derive(Debug)]
@@ -54,34 +56,73 @@ impl ApiError {
     }
 }
 
+/// The contract's `errorCode`: one per status, so a client can switch on either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    BadRequestError,
+    UnauthorizedError,
+    ForbiddenError,
+    NotFoundError,
+    MethodNotAllowedError,
+    RequestTimeoutError,
+    ConflictError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+    UnprocessableEntityError,
+    TooManyRequestsError,
+    ServiceUnavailableError,
+    InternalServerError,
+}
+
 /// The contract's `errorCode` for a status.
-pub fn error_code(status: StatusCode) -> &'static str {
+pub fn error_code(status: StatusCode) -> ErrorCode {
     match status {
-        StatusCode::BAD_REQUEST => "BAD_REQUEST_ERROR",
-        StatusCode::UNAUTHORIZED => "UNAUTHORIZED_ERROR",
-        StatusCode::FORBIDDEN => "FORBIDDEN_ERROR",
-        StatusCode::NOT_FOUND => "NOT_FOUND_ERROR",
-        StatusCode::METHOD_NOT_ALLOWED => "METHOD_NOT_ALLOWED_ERROR",
-        StatusCode::REQUEST_TIMEOUT => "REQUEST_TIMEOUT_ERROR",
-        StatusCode::CONFLICT => "CONFLICT_ERROR",
-        StatusCode::PAYLOAD_TOO_LARGE => "PAYLOAD_TOO_LARGE_ERROR",
-        StatusCode::UNSUPPORTED_MEDIA_TYPE => "UNSUPPORTED_MEDIA_TYPE_ERROR",
-        StatusCode::UNPROCESSABLE_ENTITY => "UNPROCESSABLE_ENTITY_ERROR",
-        StatusCode::TOO_MANY_REQUESTS => "TOO_MANY_REQUESTS_ERROR",
-        StatusCode::SERVICE_UNAVAILABLE => "SERVICE_UNAVAILABLE_ERROR",
-        status if status.is_client_error() => "BAD_REQUEST_ERROR",
-        _ => "INTERNAL_SERVER_ERROR",
+        StatusCode::BAD_REQUEST => ErrorCode::BadRequestError,
+        StatusCode::UNAUTHORIZED => ErrorCode::UnauthorizedError,
+        StatusCode::FORBIDDEN => ErrorCode::ForbiddenError,
+        StatusCode::NOT_FOUND => ErrorCode::NotFoundError,
+        StatusCode::METHOD_NOT_ALLOWED => ErrorCode::MethodNotAllowedError,
+        StatusCode::REQUEST_TIMEOUT => ErrorCode::RequestTimeoutError,
+        StatusCode::CONFLICT => ErrorCode::ConflictError,
+        StatusCode::PAYLOAD_TOO_LARGE => ErrorCode::PayloadTooLargeError,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ErrorCode::UnsupportedMediaTypeError,
+        StatusCode::UNPROCESSABLE_ENTITY => ErrorCode::UnprocessableEntityError,
+        StatusCode::TOO_MANY_REQUESTS => ErrorCode::TooManyRequestsError,
+        StatusCode::SERVICE_UNAVAILABLE => ErrorCode::ServiceUnavailableError,
+        status if status.is_client_error() => ErrorCode::BadRequestError,
+        _ => ErrorCode::InternalServerError,
     }
 }
 
-/// The envelope body, with its keys in the contract's order.
-#[derive(Debug, Serialize)]
+/// The error envelope every failing response carries.
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
+#[schema(as = ErrorEnvelope)]
 pub struct Envelope<'a> {
-    pub error_code: &'static str,
+    pub error_code: ErrorCode,
+    /// A human-readable explanation.
     pub message: &'a str,
+    /// Machine-readable details; present on validation failures only.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = error_details)]
     pub details: Option<&'a Value>,
+}
+
+/// `details` of a 400: the payload's problems (a submit) or the definition's (a process PUT).
+fn error_details() -> utoipa::openapi::schema::Schema {
+    utoipa::openapi::schema::OneOfBuilder::new()
+        .item(PayloadErrors::schema())
+        .item(DefinitionProblems::schema())
+        .build()
+        .into()
+}
+
+/// `details` of a refused process definition.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DefinitionProblems {
+    /// Every problem found, one sentence each.
+    pub problems: Vec<String>,
 }
 
 /// The envelope for a status, message and optional details.
@@ -111,7 +152,7 @@ impl From<EngineError> for ApiError {
             EngineError::InvalidInput(message) => ApiError::bad_request(message),
             EngineError::InvalidDefinition(problems) => {
                 ApiError::bad_request("Invalid process definition")
-                    .with_details(json!({ "problems": problems }))
+                    .with_details(json!(DefinitionProblems { problems }))
             }
             EngineError::PayloadInvalid(errors) => {
                 ApiError::bad_request("External data payload validation failed")

@@ -9,6 +9,7 @@ mod extract;
 mod health;
 mod idempotency;
 pub mod metrics;
+mod openapi;
 mod webhooks;
 
 use std::sync::Arc;
@@ -20,12 +21,15 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::engine::Engine;
 use error::{ApiError, envelope};
@@ -51,64 +55,8 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The complete router with its layers.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
-    let public = Router::new()
-        .route(
-            "/v2/public/actions/processId/{process_id}/workspaceId/{workspace_id}",
-            post(actions::start_process),
-        )
-        .route(
-            "/v2/public/actions/{token}",
-            get(actions::get_current_step).post(actions::submit_external_data),
-        )
-        .route(
-            "/v3/public/actions/{token}",
-            post(actions::submit_external_data),
-        )
-        .route("/v2/public/events", get(events::list_events))
-        .route("/v2/public/executions", get(events::find_executions));
-    let admin = Router::new()
-        .route(
-            "/admin/v1/workspaces/{workspace_id}",
-            put(admin::put_workspace),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/api-keys",
-            post(admin::create_api_key),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/processes/{process_id}",
-            put(admin::put_process),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/customers/{spektr_id}",
-            get(admin::get_customer),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/executions/{execution_id}/activity",
-            get(admin::get_activity),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/webhooks",
-            post(webhooks::create_webhook).get(webhooks::list_webhooks),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/webhooks/{webhook_id}",
-            get(webhooks::get_webhook)
-                .patch(webhooks::update_webhook)
-                .delete(webhooks::delete_webhook),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/webhooks/{webhook_id}/rotate-secret",
-            post(webhooks::rotate_webhook_secret),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/webhooks/{webhook_id}/deliveries",
-            get(webhooks::list_deliveries),
-        )
-        .route(
-            "/admin/v1/workspaces/{workspace_id}/events/{event_id}/redeliver",
-            post(webhooks::redeliver_event),
-        );
+    let (routes, openapi) = routes().split_for_parts();
+    let docs = SwaggerUi::new("/docs").url("/openapi.json", openapi::finish(openapi));
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
@@ -130,17 +78,49 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .layer(middleware::from_fn(refuse_nul_in_uri))
         .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes));
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .merge(public)
-        .merge(admin)
+    routes
+        .merge(docs)
         .merge(metrics::routes(&state))
         .fallback(unknown_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
         .layer(layers)
         .layer(middleware::from_fn(metrics::track_http))
+}
+
+/// Every route of the API with its OpenAPI description: `routes!` registers each handler at
+/// the path its `#[utoipa::path]` documents, so the two cannot differ.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(actions::start_process))
+        .routes(routes!(
+            actions::get_current_step,
+            actions::submit_external_data_v2
+        ))
+        .routes(routes!(actions::submit_external_data_v3))
+        .routes(routes!(events::list_events))
+        .routes(routes!(events::find_executions))
+        .routes(routes!(admin::put_workspace))
+        .routes(routes!(admin::create_api_key))
+        .routes(routes!(admin::put_process))
+        .routes(routes!(admin::get_customer))
+        .routes(routes!(admin::get_activity))
+        .routes(routes!(webhooks::create_webhook, webhooks::list_webhooks))
+        .routes(routes!(
+            webhooks::get_webhook,
+            webhooks::update_webhook,
+            webhooks::delete_webhook
+        ))
+        .routes(routes!(webhooks::rotate_webhook_secret))
+        .routes(routes!(webhooks::list_deliveries))
+        .routes(routes!(webhooks::redeliver_event))
+}
+
+/// The OpenAPI document the server serves at `/openapi.json`.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    openapi::finish(routes().into_openapi())
 }
 
 /// A percent-encoded NUL names nothing that can exist (ids, tokens and stored text never hold

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::validation::{ExpectedField, FieldType};
 
@@ -15,19 +16,26 @@ pub const EXTERNAL_DATA_FAILURE: &str = "external_data_failure";
 const MAX_TIMEOUT_SECONDS: f64 = 365.0 * 24.0 * 3600.0;
 
 /// A stored process: steps run in order, routes may jump forward, the last step ends it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ProcessDefinition {
+    #[schema(min_length = 1)]
     pub name: String,
+    /// Always `onboarding`.
     #[serde(rename = "type")]
+    #[schema(pattern = "^onboarding$")]
     pub process_type: String,
+    /// Defaults to `["en-GB"]`.
     #[serde(default = "default_languages")]
+    #[schema(required = false)]
     pub available_languages: Vec<String>,
+    /// Run in order; at least one.
+    #[schema(min_items = 1)]
     pub steps: Vec<Step>,
 }
 
 /// One step of a process.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type")]
 pub enum Step {
     /// Waits for a payload from the customer's own system.
@@ -39,15 +47,23 @@ pub enum Step {
 }
 
 /// An External Step: the fields it expects and how long it waits for them.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExternalDataStep {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
+    #[schema(min_length = 1)]
     pub title: String,
+    /// At least one; `external_data_failure` and `reference` are reserved.
+    #[schema(min_items = 1)]
     pub expected_fields: Vec<ExpectedField>,
+    /// Seconds (fractions allowed), more than 0 and at most one year.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0, maximum = 31536000)]
     pub timeout_seconds: Option<f64>,
+    /// Checked in order when the step finishes; the first match jumps forward to its `goto`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schema(required = false)]
     pub routes: Vec<Route>,
 }
 
@@ -60,25 +76,28 @@ impl ExternalDataStep {
 }
 
 /// A terminal step.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EndStep {
+    #[schema(pattern = r"^[A-Za-z0-9._-]{1,64}$")]
     pub id: String,
+    #[schema(min_length = 1)]
     pub outcome: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub title: Option<String>,
 }
 
 /// Leaves an External Step for `goto` when the customer's field `when.field` equals
 /// `when.equals` (checked after the step's data was stored or it timed out).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Route {
     pub when: Condition,
     pub goto: String,
 }
 
 /// A test on one stored customer field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Condition {
     pub field: String,
     pub equals: Value,

@@ -32,11 +32,13 @@ pub struct StartCommand {
 }
 
 /// What a start returns; also the stored idempotent response body.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Started {
+    /// The execution's token: read its step and submit with it.
     pub token: String,
     pub available_languages: Vec<String>,
+    /// The customer's id: the same for every start with the same reference.
     pub spektr_id: Uuid,
 }
 

@@ -5,10 +5,11 @@ use std::str::FromStr;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 /// An execution's status, as Spektr names them. Stored as lowercase text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ExecutionStatus {
     /// Moving between steps; only ever seen inside a transaction here, since every step that

@@ -44,16 +44,15 @@ impl Engine {
                 .check(url)
                 .map_err(EngineError::InvalidInput)?;
         }
-        if let Some(types) = event_types {
-            if let Some(unknown) = types
+        if let Some(types) = event_types
+            && let Some(unknown) = types
                 .iter()
                 .find(|kind| !EVENT_TYPES.contains(&kind.as_str()))
-            {
-                return Err(EngineError::InvalidInput(format!(
-                    "unknown event type '{unknown}' (expected one of {})",
-                    EVENT_TYPES.join(", ")
-                )));
-            }
+        {
+            return Err(EngineError::InvalidInput(format!(
+                "unknown event type '{unknown}' (expected one of {})",
+                EVENT_TYPES.join(", ")
+            )));
         }
         Ok(())
     }

@@ -23,7 +23,8 @@ pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 /// Which database a store talks to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
 pub enum Backend {
     Postgres,
     Sqlite,

@@ -13,6 +13,7 @@ use iso_currency::Currency;
 use isocountry::CountryCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+use utoipa::ToSchema;
 
 /// Most characters of a received value quoted in a type error before it is cut with `...`.
 const RECEIVED_MAX_CHARS: usize = 100;
@@ -32,7 +33,7 @@ const REFUSED_SPECIAL_CURRENCIES: [Currency; 2] = [Currency::XTS, Currency::XXX]
 const LEAP_SECOND_NANOS: u32 = 1_000_000_000;
 
 /// The value type an expected field accepts, as named in the step configuration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub enum FieldType {
     /// A non-empty string; surrounding whitespace is trimmed.
     #[serde(rename = "string")]
@@ -64,10 +65,12 @@ pub enum FieldType {
 }
 
 /// One field the External Step expects, mapping a top-level payload key to a Spektr data field.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ExpectedField {
     /// The Spektr field key that receives the value; also the payload key it is read from.
+    /// Non-empty after trimming, at most 255 bytes.
+    #[schema(min_length = 1, max_length = 255, pattern = r"\S")]
     pub spektr_data_field: String,
     /// The value type the field accepts.
     #[serde(rename = "type")]
@@ -77,7 +80,7 @@ pub struct ExpectedField {
 }
 
 /// Everything wrong with one payload, in the guide's 400 `details` shape.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PayloadErrors {
     /// Keys of required fields that are absent, null, or an empty list, in configuration order.

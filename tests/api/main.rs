@@ -9,6 +9,7 @@ mod feed;
 mod helpers;
 mod idempotency;
 mod metrics;
+mod openapi;
 mod outage;
 mod receiver;
 mod timeouts;

@@ -17,7 +17,7 @@ use crate::helpers::{
 };
 use crate::receiver::Receiver;
 
-const START_ROUTE: &str = "/v2/public/actions/processId/{process_id}/workspaceId/{workspace_id}";
+const START_ROUTE: &str = "/v2/public/actions/processId/{processId}/workspaceId/{workspaceId}";
 const STEP_ROUTE: &str = "/v2/public/actions/{token}";
 const SUBMIT_ROUTE: &str = "/v3/public/actions/{token}";
 const METRICS_TOKEN: &str = "test-metrics-token-0123456789";

@@ -73,10 +73,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        if let Some(folder) = Path::new(connect.get_filename()).parent() {
-            if !folder.as_os_str().is_empty() {
-                std::fs::create_dir_all(folder)?;
-            }
+        if let Some(folder) = Path::new(connect.get_filename()).parent()
+            && !folder.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(folder)?;
         }
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
