@@ -1,0 +1,27 @@
+-- PostgresStore::insert_events for the two events of one request: the workspace's event
+-- counter (workspaces.event_seq), then the events and the deliveries that enabled webhook
+-- endpoints want, in one statement. Needs :x_id (the execution) and :x_now_ms (the
+-- database time the request read); scripts/bench-load.sh renames :ev_ to the request's
+-- prefix in events.txt (start_, submit_). If the counter row goes away, this is the file
+-- to change.
+update workspaces set event_seq = event_seq + 2 where id = :ws
+returning event_seq \gset w_
+\set seq1 :w_event_seq - 1
+with inserted as (
+    insert into events
+        (id, workspace_id, seq, execution_id, type, created_at_ms, body)
+    select id, workspace_id, seq, execution_id, type, created_at_ms, body::jsonb
+    from unnest(array[bench_uuid7(), bench_uuid7()], array[:ws, :ws]::text[],
+                array[:seq1, :w_event_seq]::int8[], array[:x_id, :x_id]::uuid[],
+                array[:ev_type1, :ev_type2],
+                array[:x_now_ms, :x_now_ms]::int8[],
+                array[:ev_body1, :ev_body2]::text[])
+         as u(id, workspace_id, seq, execution_id, type, created_at_ms, body)
+    returning id, workspace_id, type
+)
+insert into deliveries
+    (id, event_id, endpoint_id, workspace_id, status, next_attempt_at_ms)
+select gen_random_uuid(), i.id, w.id, i.workspace_id, 'pending', now_ms()
+from inserted i
+join webhook_endpoints w on w.workspace_id = i.workspace_id and w.enabled
+     and (w.event_types is null or w.event_types ? i.type);
