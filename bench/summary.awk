@@ -98,7 +98,11 @@ END {
         printf "backlog of %s steps due at once: %s timeouts/s; the same writes as one SQL " \
             "transaction: %s rows/s; ratio %.2f (target >= 0.8: %s)\n", sweeper["burst"],
             sweeper["burst_rate"], sweeper["ceiling_rate"], ratio, mark(ratio >= 0.8)
-        printf "steady: %s starts/s asked, %s achieved (start p50 %s ms, p99 %s ms); " \
+        printf "expiries at %s/s, inserted by SQL (no starts meanwhile): %s timed out; lateness " \
+            "written p50 %s ms, p99 %s ms, max %s ms\n", sweeper["steady_target_rate"],
+            sweeper["expiry_count"], sweeper["expiry_written_p50_ms"],
+            sweeper["expiry_written_p99_ms"], sweeper["expiry_written_max_ms"]
+        printf "starts at %s/s asked, %s achieved (start p50 %s ms, p99 %s ms); " \
             "lateness written p50 %s ms, p99 %s ms, max %s ms (read p50 %s, p99 %s)\n",
             sweeper["steady_target_rate"], sweeper["steady_achieved_rate"],
             sweeper["steady_start_p50_ms"], sweeper["steady_start_p99_ms"],

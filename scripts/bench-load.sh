@@ -23,8 +23,10 @@
 #   BENCH_STEP_SECS            measured seconds per step (10; q: 3)
 #   BENCH_WARMUP_SECS          unmeasured seconds before each step (1; q: 0.5)
 #   BENCH_CONCURRENCY          comma-separated (1,8,32,128)
-#   BENCH_CEILING_MAX_CLIENTS  most pgbench clients (32): the Postgres here allows 100
-#                              connections, shared with whatever else runs
+#   BENCH_CEILING_MAX_CLIENTS  most pgbench clients (the server's pool size, 10 unless
+#                              BENCH_DB_MAX_CONNECTIONS says otherwise): the server never
+#                              has more transactions in Postgres than that, and more
+#                              clients only make Postgres slower on 2 cores
 #   BENCH_SWEEPER=0            skip the sweeper run
 #   BENCH_SWEEPER_BACKLOG, BENCH_SWEEPER_BURST, BENCH_SWEEPER_RATE, BENCH_SWEEPER_SECS
 #                              passed to bench-sweeper.sh (100000, 100000, 500, 20;
@@ -49,7 +51,7 @@ q() { [ "$quick" = 1 ] && echo "$2" || echo "$1"; }
 step_secs=${BENCH_STEP_SECS:-$(q 10 3)}
 warmup_secs=${BENCH_WARMUP_SECS:-$(q 1 0.5)}
 concurrency=${BENCH_CONCURRENCY:-1,8,32,128}
-ceiling_max=${BENCH_CEILING_MAX_CLIENTS:-32}
+ceiling_max=${BENCH_CEILING_MAX_CLIENTS:-${BENCH_DB_MAX_CONNECTIONS:-10}}
 pg_server=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432}
 pg_server=${pg_server%/}
 port=${BENCH_PORT:-18182}
