@@ -201,27 +201,27 @@ run_backend() {
 # (bench/pgbench/<kind>.sql, after a header that picks the row), on the benchmark database.
 # Current step, submit invalid and submit valid work on rows seeded here like the server's
 # own, with tokens seed-1 … seed-N; start and lifecycle insert new rows, as the server does.
-# Prints bench/pgbench/FILE with its "-- events.sql here, with :ev_ read as :P_" line replaced
-# by events.sql, whose :ev_ variables become :P_ ones.
-with_events() {
-    awk '/^-- events.sql here, with :ev_ read as :[a-z]+_$/ {
-             p = $NF; sub(/^:/, "", p)
-             while ((getline l < "bench/pgbench/events.sql") > 0) { gsub(/:ev_/, ":" p, l); print l }
-             close("bench/pgbench/events.sql"); next
+# Prints bench/pgbench/FILE with each "-- include NAME.sql" line replaced by that file, and
+# each "-- include NAME.sql as P_" line by that file with its :ev_ variables renamed :P_.
+assemble() {
+    awk '$1 == "--" && $2 == "include" {
+             f = "bench/pgbench/" $3; p = (NF == 5 && $4 == "as") ? ":" $5 : ""
+             while ((getline l < f) > 0) { if (p != "") gsub(/:ev_/, p, l); print l }
+             close(f); next
          }
          { print }' "bench/pgbench/$1"
 }
 pgbench_script() { # KIND: the whole script for one transaction of KIND
     case $1 in
-        start) cat bench/pgbench/next.sql; with_events start.sql ;;
-        current) cat bench/pgbench/random.sql bench/pgbench/current.sql ;;
-        submit-invalid) cat bench/pgbench/random.sql bench/pgbench/submit-invalid.sql ;;
-        submit-valid) cat bench/pgbench/next.sql; with_events submit-valid.sql ;;
+        start) assemble next.sql; assemble start.sql ;;
+        current) assemble random.sql; assemble current.sql ;;
+        submit-invalid) assemble random.sql; assemble submit-invalid.sql ;;
+        submit-valid) assemble next.sql; assemble submit-valid.sql ;;
         lifecycle)
-            cat bench/pgbench/next.sql
-            with_events start.sql
-            cat bench/pgbench/current.sql
-            with_events submit-valid.sql
+            assemble next.sql
+            assemble start.sql
+            assemble current.sql
+            assemble submit-valid.sql
             ;;
     esac
 }

@@ -267,6 +267,28 @@ log "    sweeper select with nothing due: $select_ms ms (plan in $out_dir/explai
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 sql -c 'vacuum workspaces'
 
+# lateness PROCESS: count, then p50 / p99 / max of when the sweeper read each timed-out step
+# of PROCESS (the event's createdAt, the database time of the sweeper's select) and then of
+# when it wrote the row (executions.updated_at_ms), each minus the deadline
+# (eventData.expiresAt), separated by |.
+lateness() {
+    sql <<EOF
+with t as (
+    select ev.created_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as picked,
+           x.updated_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as written
+    from events ev join executions x on x.id = ev.execution_id
+    where ev.type = 'external_data_timed_out' and x.process_id = '$1')
+select count(*),
+       round(percentile_cont(0.5) within group (order by picked)::numeric, 1),
+       round(percentile_cont(0.99) within group (order by picked)::numeric, 1),
+       max(picked),
+       round(percentile_cont(0.5) within group (order by written)::numeric, 1),
+       round(percentile_cont(0.99) within group (order by written)::numeric, 1),
+       max(written)
+from t;
+EOF
+}
+
 # ---------------------------------------------------------------------------------------------
 log "4/6 steady rate: $rate starts/s for $duration s, step timeout $step_timeout s"
 starts=$("$load_bin" --base-url "$base_url" --workspace "$workspace" --process bench-steady \
@@ -284,26 +306,8 @@ if ! wait_for "$steady_limit" "select not exists (select 1 from executions
     exit 1
 fi
 load_during=$(cut -d' ' -f1-3 /proc/loadavg)
-# Lateness of each timeout: when the sweeper read the row (the event's createdAt, the
-# database time of the sweeper's select) and when it wrote the row (executions.updated_at_ms),
-# each minus the deadline (eventData.expiresAt).
 IFS='|' read -r steady_count steady_p50 steady_p99 steady_max steady_w50 steady_w99 steady_wmax \
-    < <(sql <<'EOF'
-with t as (
-    select ev.created_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as picked,
-           x.updated_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as written
-    from events ev join executions x on x.id = ev.execution_id
-    where ev.type = 'external_data_timed_out' and x.process_id = 'bench-steady')
-select count(*),
-       round(percentile_cont(0.5) within group (order by picked)::numeric, 1),
-       round(percentile_cont(0.99) within group (order by picked)::numeric, 1),
-       max(picked),
-       round(percentile_cont(0.5) within group (order by written)::numeric, 1),
-       round(percentile_cont(0.99) within group (order by written)::numeric, 1),
-       max(written)
-from t;
-EOF
-)
+    < <(lateness bench-steady)
 if [ "$steady_count" != "$steady_total" ]; then
     echo "FAIL: $steady_total starts but $steady_count timeout events" >&2
     exit 1
@@ -325,22 +329,7 @@ if ! wait_for $((burst_lead_ms / 1000 + wait_limit)) "select not exists (select 
     exit 1
 fi
 IFS='|' read -r expiry_count expiry_p50 expiry_p99 expiry_max expiry_w50 expiry_w99 expiry_wmax \
-    < <(sql <<'EOF'
-with t as (
-    select ev.created_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as picked,
-           x.updated_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as written
-    from events ev join executions x on x.id = ev.execution_id
-    where ev.type = 'external_data_timed_out' and x.process_id = 'bench-expiry')
-select count(*),
-       round(percentile_cont(0.5) within group (order by picked)::numeric, 1),
-       round(percentile_cont(0.99) within group (order by picked)::numeric, 1),
-       max(picked),
-       round(percentile_cont(0.5) within group (order by written)::numeric, 1),
-       round(percentile_cont(0.99) within group (order by written)::numeric, 1),
-       max(written)
-from t;
-EOF
-)
+    < <(lateness bench-expiry)
 log "    steady expiries: $expiry_count timed out; lateness written p50/p99/max:" \
     "$expiry_w50 / $expiry_w99 / $expiry_wmax ms"
 

@@ -1,9 +1,9 @@
 -- PostgresStore::insert_events for the two events of one request: the workspace's event
 -- counter (workspaces.event_seq), then the events and the deliveries that enabled webhook
 -- endpoints want, in one statement. Needs :x_id (the execution) and :x_now_ms (the
--- database time the request read); scripts/bench-load.sh renames :ev_ to the request's
--- prefix in events.txt (start_, submit_). If the counter row goes away, this is the file
--- to change.
+-- database time the request read). The line "-- include events.sql as P_" that brings it in
+-- renames :ev_ to :P_ (start_, submit_: see events.txt). If the counter row goes away, this
+-- is the file to change.
 update workspaces set event_seq = event_seq + 2 where id = :ws
 returning event_seq \gset w_
 \set seq1 :w_event_seq - 1

@@ -22,5 +22,5 @@ insert into executions
 values (bench_uuid7(), :ws, :process, :version, :x_spektr_id, :run || '-' || :n, 'pending',
         0, :deadline, null)
 returning id \gset x_
--- events.sql here, with :ev_ read as :start_
+-- include events.sql as start_
 commit;
