@@ -10,6 +10,8 @@
 #   4. steady rate: starts BENCH_RATE executions/s for BENCH_DURATION_SECS over the HTTP API on
 #      a process whose step times out after BENCH_STEP_TIMEOUT_SECS, waits until all timed out,
 #      and reports the lateness (timeout time - deadline) p50/p99/max;
+#      then inserts BENCH_RATE x BENCH_DURATION_SECS executions by SQL whose deadlines follow
+#      each other at BENCH_RATE per second, and reports their lateness (the sweeper alone);
 #   5. burst: inserts BENCH_BURST waiting executions with one and the same deadline (plain
 #      SQL), waits until the sweeper has timed them all out, and reports timeouts/second;
 #      then stops the server and, for comparison, times set-based SQL doing the same writes
@@ -161,6 +163,7 @@ cat >"$work/bootstrap.json" <<EOF
 {"workspaces": [{"id": "$workspace", "name": "Benchmark", "apiKeys": ["$api_key"],
   "processes": [
     $(step bench-steady "$step_timeout"),
+    $(step bench-expiry 86400),
     $(step bench-backlog 86400),
     $(step bench-burst 86400),
     $(step bench-ceiling-bare 86400),
@@ -259,6 +262,28 @@ select_ms=$(sql -c "begin" \
 log "    sweeper select with nothing due: $select_ms ms (plan in $out_dir/explain.txt)"
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 
+# lateness PROCESS: count, then p50 / p99 / max of when the sweeper read each timed-out step
+# of PROCESS (the event's createdAt, the database time of the sweeper's select) and then of
+# when it wrote the row (executions.updated_at_ms), each minus the deadline
+# (eventData.expiresAt), separated by |.
+lateness() {
+    sql <<EOF
+with t as (
+    select ev.created_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as picked,
+           x.updated_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as written
+    from events ev join executions x on x.id = ev.execution_id
+    where ev.type = 'external_data_timed_out' and x.process_id = '$1')
+select count(*),
+       round(percentile_cont(0.5) within group (order by picked)::numeric, 1),
+       round(percentile_cont(0.99) within group (order by picked)::numeric, 1),
+       max(picked),
+       round(percentile_cont(0.5) within group (order by written)::numeric, 1),
+       round(percentile_cont(0.99) within group (order by written)::numeric, 1),
+       max(written)
+from t;
+EOF
+}
+
 # ---------------------------------------------------------------------------------------------
 log "4/6 steady rate: $rate starts/s for $duration s, step timeout $step_timeout s"
 starts=$("$load_bin" --base-url "$base_url" --workspace "$workspace" --process bench-steady \
@@ -276,31 +301,31 @@ if ! wait_for "$steady_limit" "select not exists (select 1 from executions
     exit 1
 fi
 load_during=$(cut -d' ' -f1-3 /proc/loadavg)
-# Lateness of each timeout: when the sweeper read the row (the event's createdAt, the
-# database time of the sweeper's select) and when it wrote the row (executions.updated_at_ms),
-# each minus the deadline (eventData.expiresAt).
 IFS='|' read -r steady_count steady_p50 steady_p99 steady_max steady_w50 steady_w99 steady_wmax \
-    < <(sql <<'EOF'
-with t as (
-    select ev.created_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as picked,
-           x.updated_at_ms - (ev.body->'eventData'->>'expiresAt')::bigint as written
-    from events ev join executions x on x.id = ev.execution_id
-    where ev.type = 'external_data_timed_out' and x.process_id = 'bench-steady')
-select count(*),
-       round(percentile_cont(0.5) within group (order by picked)::numeric, 1),
-       round(percentile_cont(0.99) within group (order by picked)::numeric, 1),
-       max(picked),
-       round(percentile_cont(0.5) within group (order by written)::numeric, 1),
-       round(percentile_cont(0.99) within group (order by written)::numeric, 1),
-       max(written)
-from t;
-EOF
-)
+    < <(lateness bench-steady)
 if [ "$steady_count" != "$steady_total" ]; then
     echo "FAIL: $steady_total starts but $steady_count timeout events" >&2
     exit 1
 fi
 log "    lateness p50/p99/max: $steady_p50 / $steady_p99 / $steady_max ms"
+
+# Steady expiries without starts: executions inserted by SQL ahead of time, with deadlines
+# BENCH_RATE per second for BENCH_DURATION_SECS, so that the sweeper alone sets the pace
+# (the phase above also measures how fast one workspace takes starts).
+expiry_total=$(awk -v r="$rate" -v d="$duration" 'BEGIN { printf "%d", r * d }')
+log "    steady expiries: $expiry_total executions inserted by SQL, deadlines $rate/s"
+expiry_base=$(sql -c "select now_ms() + $burst_lead_ms")
+seed bench-expiry "$expiry_total" \
+    "$expiry_base + (substring(c.reference from '[0-9]+\$')::bigint - 1) * 1000 / $rate"
+if ! wait_for $((burst_lead_ms / 1000 + wait_limit)) "select not exists (select 1
+        from executions where process_id = 'bench-expiry' and status = 'pending')"; then
+    echo "FAIL: steady expiries still pending after the wait limit" >&2
+    exit 1
+fi
+IFS='|' read -r expiry_count expiry_p50 expiry_p99 expiry_max expiry_w50 expiry_w99 expiry_wmax \
+    < <(lateness bench-expiry)
+log "    steady expiries: $expiry_count timed out; lateness written p50/p99/max:" \
+    "$expiry_w50 / $expiry_w99 / $expiry_wmax ms"
 
 # ---------------------------------------------------------------------------------------------
 log "5/6 burst: $burst executions with one deadline, $burst_lead_ms ms ahead"
@@ -434,6 +459,14 @@ pg_settings=$(sql -c "select string_agg(name || '=' || setting || coalesce(unit,
     printf '  %-44s %10s %10s %10s\n' "  row written (updated_at_ms - deadline)" \
         "$steady_w50" "$steady_w99" "$steady_wmax"
     echo
+    echo "expiries:  $expiry_count of $expiry_total executions inserted by SQL ahead of time," \
+        "deadlines $rate/s for $duration s (no starts meanwhile)"
+    printf '  %-44s %10s %10s %10s\n' "lateness (ms)" p50 p99 max
+    printf '  %-44s %10s %10s %10s\n' "  read by sweeper (event createdAt - deadline)" \
+        "$expiry_p50" "$expiry_p99" "$expiry_max"
+    printf '  %-44s %10s %10s %10s\n' "  row written (updated_at_ms - deadline)" \
+        "$expiry_w50" "$expiry_w99" "$expiry_wmax"
+    echo
     echo "burst:     $burst_count of $burst steps with one deadline (inserted by SQL," \
         "$burst_margin)"
     echo "  first timeout read ${burst_first} ms after the deadline," \
@@ -445,3 +478,23 @@ pg_settings=$(sql -c "select string_agg(name || '=' || setting || coalesce(unit,
         "($ceiling_rate rows/s)"
 } | tee "$results"
 log "results in $results, server log in $server_log, plans in $out_dir/explain.txt"
+# The same figures as key=value lines, for scripts/bench-load.sh.
+{
+    echo "steady_target_rate=$rate"
+    echo "steady_achieved_rate=$(kv achieved_rate "$starts")"
+    echo "steady_start_p50_ms=$(kv latency_p50_ms "$starts")"
+    echo "steady_start_p99_ms=$(kv latency_p99_ms "$starts")"
+    echo "lateness_read_p50_ms=$steady_p50"
+    echo "lateness_read_p99_ms=$steady_p99"
+    echo "lateness_written_p50_ms=$steady_w50"
+    echo "lateness_written_p99_ms=$steady_w99"
+    echo "lateness_written_max_ms=$steady_wmax"
+    echo "expiry_count=$expiry_count"
+    echo "expiry_written_p50_ms=$expiry_w50"
+    echo "expiry_written_p99_ms=$expiry_w99"
+    echo "expiry_written_max_ms=$expiry_wmax"
+    echo "burst=$burst_count"
+    echo "burst_rate=$burst_rate"
+    echo "burst_finished=$burst_done"
+    echo "ceiling_rate=$ceiling_rate"
+} >"$out_dir/summary.env"
