@@ -139,20 +139,20 @@ impl Engine {
                 body: serde_json::to_string(&response).unwrap_or_default(),
             });
             let completion = monitoring::completion(&change);
-            started = Some((response, change.deadline_ms.is_some(), completion));
+            let deadline_in = change.deadline_ms.map(|deadline| deadline - context.now_ms);
+            started = Some((response, deadline_in, completion));
             change
         };
         self.store.start_execution(new.clone(), &mut decide).await?;
-        let (response, has_deadline, completion) =
+        let (response, deadline_in, completion) =
             started.ok_or(EngineError::Conflict("start was not decided"))?;
         monitoring::execution_started();
         if let Some(outcome) = completion {
             monitoring::execution_completed(outcome);
         }
-        if has_deadline {
-            self.deadline_added.notify_one();
+        if let Some(in_ms) = deadline_in {
+            self.alarm.deadline_stored(in_ms);
         }
-        self.events_written.notify_one();
         tracing::debug!(execution_id = %new.id, "execution started");
         Ok(response)
     }
@@ -192,7 +192,7 @@ impl Engine {
         command: SubmitCommand,
         claim: Option<IdempotencyClaim>,
     ) -> Result<(), EngineError> {
-        let mut verdict: Result<bool, EngineError> = Err(EngineError::NotFound("execution"));
+        let mut verdict: Result<Option<i64>, EngineError> = Err(EngineError::NotFound("execution"));
         let mut completion = None;
         let mut decide = |locked: &LockedExecution| {
             let (outcome, change) = self.decide_submit(locked, &command, claim.as_ref());
@@ -218,10 +218,9 @@ impl Engine {
                 monitoring::execution_completed(outcome);
             }
         }
-        if verdict.as_ref().is_ok_and(|has_deadline| *has_deadline) {
-            self.deadline_added.notify_one();
+        if let Ok(Some(in_ms)) = verdict {
+            self.alarm.deadline_stored(in_ms);
         }
-        self.events_written.notify_one();
         verdict.map(|_| ())
     }
 
@@ -232,7 +231,7 @@ impl Engine {
         locked: &LockedExecution,
         command: &SubmitCommand,
         claim: Option<&IdempotencyClaim>,
-    ) -> (Result<bool, EngineError>, Option<Change>) {
+    ) -> (Result<Option<i64>, EngineError>, Option<Change>) {
         let execution = &locked.execution;
         if execution.workspace_id != command.workspace_id
             || !keys::tokens_match(&execution.token, &command.token)
@@ -271,13 +270,14 @@ impl Engine {
             status: 200,
             body: SUBMIT_RESPONSE.to_owned(),
         });
-        (Ok(change.deadline_ms.is_some()), Some(change))
+        let deadline_in = change.deadline_ms.map(|deadline| deadline - locked.now_ms);
+        (Ok(deadline_in), Some(change))
     }
 
     /// Times out up to `limit` steps whose deadline has passed; returns how many.
     #[instrument(skip_all)]
     pub async fn sweep_once(&self, limit: i64) -> Result<usize, EngineError> {
-        let mut new_deadline = false;
+        let mut next_deadline_in: Option<i64> = None;
         // Recorded only once the batch commits. Keyed by execution because a Postgres batch
         // retried after a deadlock decides its rows again. (A row decided only by the failed
         // attempt, and taken by another sweeper before the retry, would still be counted: a
@@ -294,7 +294,11 @@ impl Engine {
             };
             let step = waiting_step(&locked.execution, &definition)?;
             let change = time_out(locked, &definition, step);
-            new_deadline |= change.deadline_ms.is_some();
+            if let Some(deadline) = change.deadline_ms {
+                let in_ms = deadline - locked.now_ms;
+                next_deadline_in =
+                    Some(next_deadline_in.map_or(in_ms, |soonest| soonest.min(in_ms)));
+            }
             let lateness_ms = locked.now_ms - locked.execution.deadline_ms.unwrap_or(locked.now_ms);
             decided.insert(
                 locked.execution.id,
@@ -309,11 +313,8 @@ impl Engine {
                 monitoring::execution_completed(outcome);
             }
         }
-        if new_deadline {
-            self.deadline_added.notify_one();
-        }
-        if timed_out > 0 {
-            self.events_written.notify_one();
+        if let Some(in_ms) = next_deadline_in {
+            self.alarm.deadline_stored(in_ms);
         }
         Ok(timed_out)
     }
@@ -325,13 +326,12 @@ impl Engine {
 
     /// Also wakes the sweeper when another process announces a deadline due soon.
     pub fn listen_for_deadlines(&self, shutdown: tokio_util::sync::CancellationToken) {
-        self.store
-            .listen_for_deadlines(self.deadline_added.clone(), shutdown);
+        self.store.listen_for_deadlines(self.alarm.bell(), shutdown);
     }
 
-    /// Resolves when a deadline is stored after the last call returned.
-    pub async fn deadline_added(&self) {
-        self.deadline_added.notified().await;
+    /// The sweeper's alarm, which writers ring when they store a deadline.
+    pub fn alarm(&self) -> Arc<super::sweeper::Alarm> {
+        self.alarm.clone()
     }
 
     fn locked_definition(

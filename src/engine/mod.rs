@@ -46,22 +46,24 @@ pub struct Engine {
     definitions: RwLock<HashMap<(String, String, i32), Arc<ProcessDefinition>>>,
     /// Authenticated API keys by hash; keys cannot be revoked, so entries never go stale.
     api_keys: RwLock<HashMap<String, String>>,
-    /// Woken whenever a new deadline is stored, so the sweeper can sleep until the earliest.
-    deadline_added: Arc<Notify>,
-    /// Woken after every committed change, so the delivery worker looks at the outbox.
+    /// Rung when a new deadline is stored, so the sweeper can sleep until the earliest.
+    alarm: Arc<sweeper::Alarm>,
+    /// Woken after a commit that queued deliveries (the store's signal), so the delivery
+    /// worker looks at the outbox only when there is something new in it.
     events_written: Arc<Notify>,
 }
 
 impl Engine {
     /// An engine over `store`.
     pub fn new(store: Arc<dyn Store>, options: EngineOptions) -> Self {
+        let events_written = store.deliveries_queued();
         Engine {
             store,
             options,
             definitions: RwLock::new(HashMap::new()),
             api_keys: RwLock::new(HashMap::new()),
-            deadline_added: Arc::new(Notify::new()),
-            events_written: Arc::new(Notify::new()),
+            alarm: Arc::new(sweeper::Alarm::new()),
+            events_written,
         }
     }
 

@@ -8,12 +8,68 @@
 //! processes can sweep at once without timing a step out twice.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::Engine;
+
+/// The sweeper's alarm clock: writers ring it when they store a deadline, but while the
+/// sweeper sleeps it only wakes for a deadline due before the time it already means to wake
+/// (a start with a 30-minute timeout does not cost a sweeper pass).
+pub struct Alarm {
+    notify: Arc<Notify>,
+    base: Instant,
+    /// Nanoseconds after `base` at which the sweeper will wake by itself, plus one; 0 while it
+    /// is awake, when every new deadline rings (it may have read the deadlines already).
+    sleeping_until: AtomicU64,
+}
+
+impl Alarm {
+    pub fn new() -> Self {
+        Alarm {
+            notify: Arc::new(Notify::new()),
+            base: Instant::now(),
+            sleeping_until: AtomicU64::new(0),
+        }
+    }
+
+    /// The bell itself, for signals that always wake (another replica's announcement).
+    pub fn bell(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+
+    /// A deadline `in_ms` milliseconds away (by the database clock) was committed.
+    pub fn deadline_stored(&self, in_ms: i64) {
+        let until = self.sleeping_until.load(Ordering::Acquire);
+        let due = self.base.elapsed() + Duration::from_millis(in_ms.max(0) as u64);
+        if until == 0 || (due.as_nanos() as u64) < until {
+            self.notify.notify_one();
+        }
+    }
+
+    fn sleeping_for(&self, wait: Duration) {
+        let until = (self.base.elapsed() + wait).as_nanos() as u64;
+        self.sleeping_until.store(until.max(1), Ordering::Release);
+    }
+
+    fn awake(&self) {
+        self.sleeping_until.store(0, Ordering::Release);
+    }
+
+    async fn rung(&self) {
+        self.notify.notified().await;
+    }
+}
+
+impl Default for Alarm {
+    fn default() -> Self {
+        Alarm::new()
+    }
+}
 
 /// How the sweeper paces itself.
 #[derive(Debug, Clone, Copy)]
@@ -47,7 +103,9 @@ pub async fn run_sweeper(
         "sweeper started"
     );
     let mut last_purge: Option<Instant> = None;
+    let alarm = engine.alarm();
     while !shutdown.is_cancelled() {
+        alarm.awake();
         let wait = match drain(&engine, options).await {
             // A due step that could not be timed out (held by a submit that settles it, or
             // unreadable) must not make the loop spin.
@@ -67,10 +125,13 @@ pub async fn run_sweeper(
         if wait.is_zero() {
             continue;
         }
+        // A deadline committed after `until_next_deadline` read them rang the alarm while it
+        // was still marked awake, and the bell keeps that ring for `rung`.
+        alarm.sleeping_for(wait);
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(wait) => {}
-            _ = engine.deadline_added() => {}
+            _ = alarm.rung() => {}
         }
     }
     tracing::info!("sweeper stopped");

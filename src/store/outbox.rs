@@ -157,6 +157,10 @@ pub struct ExecutionSummary {
 /// Storage operations of event delivery.
 #[async_trait]
 pub trait OutboxStore: Send + Sync {
+    /// Woken after every commit that queued deliveries, so the delivery worker only looks at
+    /// the outbox when there is something new in it.
+    fn deliveries_queued(&self) -> std::sync::Arc<tokio::sync::Notify>;
+
     /// Stores a new endpoint.
     async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError>;
 

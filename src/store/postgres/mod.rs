@@ -29,6 +29,7 @@ use crate::engine::model::{Customer, Event, Execution};
 pub struct PostgresStore {
     pool: PgPool,
     announce_within_ms: i64,
+    deliveries_queued: Arc<Notify>,
 }
 
 /// The channel on which processes announce deadlines that are due soon.
@@ -84,6 +85,7 @@ impl PostgresStore {
         Ok(PostgresStore {
             pool,
             announce_within_ms: options.announce_deadlines_within_ms,
+            deliveries_queued: Arc::new(Notify::new()),
         })
     }
 }
@@ -175,12 +177,13 @@ fn locked_from_row(row: &PgRow) -> Result<LockedExecution, StoreError> {
 /// Writes events. Their `seq` comes from one sequence and their `txid` is the writing
 /// transaction's, which is all the feed needs to list them in a safe order; no row is shared
 /// between transactions, so writers of one workspace commit side by side.
+/// Returns how many deliveries were queued.
 async fn insert_events(
     tx: &mut Transaction<'_, Postgres>,
     events: &[(String, NewEvent)],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let mut columns = EventColumns::default();
     for (workspace_id, event) in events {
@@ -189,7 +192,7 @@ async fn insert_events(
     // One statement for the whole set (a sweeper batch writes hundreds of events), which also
     // queues a delivery per event for every enabled endpoint that wants it: the outbox.
     // `order by n` numbers the events in the order they were decided.
-    sqlx::query(
+    let queued = sqlx::query(
         r#"with inserted as (
                insert into events
                    (id, workspace_id, execution_id, type, created_at_ms, body)
@@ -215,7 +218,7 @@ async fn insert_events(
     .bind(columns.bodies)
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(queued.rows_affected())
 }
 
 /// Events as column arrays, for one `unnest` insert.
@@ -300,6 +303,12 @@ async fn apply_change(
 }
 
 impl PostgresStore {
+    fn wake_delivery(&self, queued: u64) {
+        if queued > 0 {
+            self.deliveries_queued.notify_one();
+        }
+    }
+
     /// Tells every process's sweeper (on commit) when `change` stores a deadline due sooner
     /// than their regular pass would notice it; returns whether it did.
     async fn announce_deadline(
@@ -382,13 +391,14 @@ impl PostgresStore {
             .iter()
             .map(|event| (new.workspace_id.clone(), event.clone()))
             .collect();
-        insert_events(&mut tx, &events).await?;
+        let queued = insert_events(&mut tx, &events).await?;
         if let Some(response) = &change.idempotent_response {
             store_idempotent_response(&mut tx, response).await?;
         }
         self.announce_deadline(&mut tx, &change, context.now_ms)
             .await?;
         tx.commit().await?;
+        self.wake_delivery(queued);
         Ok(())
     }
 
@@ -420,10 +430,11 @@ impl PostgresStore {
             .iter()
             .map(|event| (locked.execution.workspace_id.clone(), event.clone()))
             .collect();
-        insert_events(&mut tx, &events).await?;
+        let queued = insert_events(&mut tx, &events).await?;
         self.announce_deadline(&mut tx, &change, locked.now_ms)
             .await?;
         tx.commit().await?;
+        self.wake_delivery(queued);
         Ok(true)
     }
 
@@ -516,8 +527,9 @@ impl PostgresStore {
         .bind(fields)
         .execute(&mut *tx)
         .await?;
-        insert_events(&mut tx, &events).await?;
+        let queued = insert_events(&mut tx, &events).await?;
         tx.commit().await?;
+        self.wake_delivery(queued);
         Ok(changed)
     }
 }

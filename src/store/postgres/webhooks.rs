@@ -55,6 +55,10 @@ const ENDPOINT_COLUMNS: &str = "id, workspace_id, url, description, event_types:
 
 #[async_trait]
 impl OutboxStore for PostgresStore {
+    fn deliveries_queued(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.deliveries_queued.clone()
+    }
+
     async fn create_endpoint(&self, endpoint: &Endpoint) -> Result<(), StoreError> {
         sqlx::query(
             r#"insert into webhook_endpoints

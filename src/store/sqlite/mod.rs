@@ -9,6 +9,7 @@ mod webhooks;
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, SqlSafeStr, Sqlite, Transaction};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
@@ -33,6 +35,7 @@ use crate::engine::model::{Customer, Event, Execution};
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    deliveries_queued: Arc<Notify>,
 }
 
 fn migrator() -> Migrator {
@@ -89,7 +92,11 @@ impl SqliteStore {
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            deliveries_queued: Arc::new(Notify::new()),
+        })
     }
 }
 
@@ -128,13 +135,14 @@ fn locked_from_row(row: &SqliteRow) -> Result<LockedExecution, StoreError> {
     })
 }
 
+/// Returns how many deliveries were queued.
 async fn insert_events(
     tx: &mut Transaction<'_, Sqlite>,
     workspace_id: &str,
     events: &[NewEvent],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     if events.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
     let last: i64 = sqlx::query(
         r#"update workspaces set event_seq = event_seq + ?2 where id = ?1
@@ -162,8 +170,7 @@ async fn insert_events(
         .await?;
     }
     let ids: Vec<Uuid> = events.iter().map(|event| event.id).collect();
-    queue_deliveries(tx, workspace_id, &ids).await?;
-    Ok(())
+    queue_deliveries(tx, workspace_id, &ids).await
 }
 
 /// The outbox: queues a delivery of each event for every enabled endpoint that wants it.
@@ -257,7 +264,7 @@ async fn apply_change(
     tx: &mut Transaction<'_, Sqlite>,
     locked: &LockedExecution,
     change: &Change,
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     sqlx::query(
         r#"update executions
            set status = ?2, step_index = ?3, deadline_ms = ?4, outcome = ?5,
@@ -278,6 +285,14 @@ async fn apply_change(
         store_idempotent_response(tx, response).await?;
     }
     insert_events(tx, &locked.execution.workspace_id, &change.events).await
+}
+
+impl SqliteStore {
+    fn wake_delivery(&self, queued: u64) {
+        if queued > 0 {
+            self.deliveries_queued.notify_one();
+        }
+    }
 }
 
 const LOCKED_SELECT: &str = r#"select e.id, e.workspace_id, e.process_id, e.process_version,
@@ -670,11 +685,12 @@ impl Store for SqliteStore {
         .bind(&change.outcome)
         .execute(&mut *tx)
         .await?;
-        insert_events(&mut tx, &new.workspace_id, &change.events).await?;
+        let queued = insert_events(&mut tx, &new.workspace_id, &change.events).await?;
         if let Some(response) = &change.idempotent_response {
             store_idempotent_response(&mut tx, response).await?;
         }
         tx.commit().await?;
+        self.wake_delivery(queued);
         Ok(())
     }
 
@@ -716,8 +732,9 @@ impl Store for SqliteStore {
         let Some(change) = decide(&locked) else {
             return Ok(false);
         };
-        apply_change(&mut tx, &locked, &change).await?;
+        let queued = apply_change(&mut tx, &locked, &change).await?;
         tx.commit().await?;
+        self.wake_delivery(queued);
         Ok(true)
     }
 
@@ -732,6 +749,7 @@ impl Store for SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         let mut changed = 0;
+        let mut queued = 0;
         for row in &rows {
             // Re-read the customer per row: an earlier row in this batch may have changed it.
             let mut locked = locked_from_row(row)?;
@@ -742,11 +760,12 @@ impl Store for SqliteStore {
                 .try_get(0)?;
             locked.customer.fields = parse_fields(&fields)?;
             if let Some(change) = decide(&locked) {
-                apply_change(&mut tx, &locked, &change).await?;
+                queued += apply_change(&mut tx, &locked, &change).await?;
                 changed += 1;
             }
         }
         tx.commit().await?;
+        self.wake_delivery(queued);
         Ok(changed)
     }
 
