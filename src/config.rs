@@ -70,8 +70,8 @@ pub struct Config {
     #[arg(long, env = "SPEKTR_SWEEPER_BATCH_SIZE", default_value_t = 500)]
     pub sweeper_batch_size: i64,
 
-    /// Batches the sweeper runs at once while many steps are due (a backlog drains about this
-    /// many times faster on Postgres, up to its cores; SQLite runs them one after another).
+    /// Batches the sweeper runs at once while many steps are due, 1 to 64 (a backlog drains
+    /// faster on Postgres, up to its cores; SQLite runs them one after another).
     #[arg(long, env = "SPEKTR_SWEEPER_PARALLELISM", default_value_t = 2)]
     pub sweeper_parallelism: usize,
 

@@ -10,7 +10,10 @@ use spektr_server::config::Config;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
-    spektr_server::telemetry::init(&config.log_filter, config.log_format);
+    if let Err(error) = spektr_server::telemetry::init(&config.log_filter, config.log_format) {
+        eprintln!("spektr-server: invalid configuration: {error}");
+        std::process::exit(2);
+    }
     if let Err(error) = config.validate() {
         eprintln!("spektr-server: invalid configuration: {error}");
         std::process::exit(2);
@@ -47,6 +50,7 @@ async fn stop_on_signal(shutdown: CancellationToken) {
         _ = ctrl_c => {}
         _ = terminate => {}
     }
-    tracing::info!("shutdown signal received");
+    // Cancel first: nothing that happens while logging may keep the server from stopping.
     shutdown.cancel();
+    tracing::info!("shutdown signal received");
 }

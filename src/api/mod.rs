@@ -56,7 +56,11 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The complete router with its layers.
 pub fn router(state: AppState, limits: HttpLimits) -> Router {
     let (routes, openapi) = routes().split_for_parts();
-    let docs = SwaggerUi::new("/docs").url("/openapi.json", openapi::finish(openapi));
+    // No validator: Swagger UI would otherwise send the document's address to an outside
+    // service from every browser that opens the page under a non-local host name.
+    let docs = SwaggerUi::new("/docs")
+        .url("/openapi.json", openapi::finish(openapi))
+        .config(utoipa_swagger_ui::Config::default().validator_url("none"));
     let layers = ServiceBuilder::new()
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {

@@ -140,3 +140,61 @@ async fn a_long_header_value_the_server_can_read_gets_a_4xx_in_the_envelope() {
     let body = error_body(response, StatusCode::UNAUTHORIZED).await;
     assert_eq!(body["errorCode"], "UNAUTHORIZED_ERROR");
 }
+
+#[tokio::test]
+async fn a_server_whose_log_reader_went_away_starts_serves_and_stops_on_sigterm() {
+    use crate::helpers::{
+        ADMIN_TOKEN, ChildProcess, free_local_address, fresh_database_url, wait_until_serving,
+    };
+    let database_url = fresh_database_url().await;
+    let address = free_local_address();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_spektr-server"))
+        .env("DATABASE_URL", &database_url)
+        .env("BIND_ADDR", &address)
+        .env("ADMIN_TOKEN", ADMIN_TOKEN)
+        .env(
+            "BOOTSTRAP_FILE",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/examples/bootstrap.json"),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn spektr-server");
+    // The log reader (a shipper that restarted, `| head`) is gone before the first line.
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let mut server = ChildProcess(child);
+    let base_url = format!("http://{address}");
+    spektr_server::events::client::install_crypto_provider();
+    let client = reqwest::Client::new();
+    wait_until_serving(&client, &base_url).await;
+    let started = client
+        .post(format!(
+            "{base_url}/v2/public/actions/processId/kyb-onboarding/workspaceId/demo-workspace"
+        ))
+        .header("x-api-key", "demo-api-key-change-me-0123456789")
+        .json(&serde_json::json!({"data": {"reference": "nobody-reads-the-logs"}}))
+        .send()
+        .await
+        .expect("start");
+    assert_eq!(started.status(), StatusCode::CREATED);
+
+    let signalled = std::process::Command::new("kill")
+        .args(["-TERM", &server.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(signalled.success());
+    let waited = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = server.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            waited.elapsed() < PATIENCE,
+            "SIGTERM did not stop the server"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+}

@@ -196,6 +196,11 @@ async fn the_docs_page_and_all_its_assets_load_from_the_server() {
         .await
         .unwrap();
     assert!(initializer.contains("/openapi.json"), "{initializer}");
+    // Swagger UI's default validator would send the document's address to an outside service.
+    assert!(
+        initializer.contains(r#""validatorUrl": "none""#),
+        "{initializer}"
+    );
 }
 
 /// Checks real answers against the served document.
