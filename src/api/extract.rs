@@ -22,6 +22,20 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
                 "Expected a request body with 'Content-Type: application/json'",
             ));
         }
+        if !is_utf8(request.headers().get(header::CONTENT_TYPE)) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "Only the UTF-8 charset is supported; send 'charset=utf-8' or no charset",
+            ));
+        }
+        if let Some(encoding) = unsupported_encoding(request.headers()) {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!(
+                    "Content-Encoding '{encoding}' is not supported; send the body uncompressed"
+                ),
+            ));
+        }
         let bytes = Bytes::from_request(request, state)
             .await
             .map_err(|rejection| {
@@ -47,6 +61,39 @@ fn is_json(content_type: Option<&header::HeaderValue>) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Whether the content type's `charset` parameter, if any, names UTF-8: JSON is read as UTF-8
+/// only, so a body declared in another charset would be misread.
+fn is_utf8(content_type: Option<&header::HeaderValue>) -> bool {
+    let Some(value) = content_type.and_then(|value| value.to_str().ok()) else {
+        return false;
+    };
+    value
+        .split(';')
+        .skip(1)
+        .all(|parameter| match parameter.split_once('=') {
+            Some((name, charset)) if name.trim().eq_ignore_ascii_case("charset") => charset
+                .trim()
+                .trim_matches('"')
+                .eq_ignore_ascii_case("utf-8"),
+            _ => true,
+        })
+}
+
+/// The request's `Content-Encoding` unless it is absent or only `identity`: bodies are never
+/// decompressed, so a compressed one would otherwise be reported as invalid JSON.
+fn unsupported_encoding(headers: &header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::CONTENT_ENCODING)
+        .iter()
+        .map(|value| String::from_utf8_lossy(value.as_bytes()).into_owned())
+        .find(|value| {
+            value
+                .split(',')
+                .map(str::trim)
+                .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case("identity"))
+        })
 }
 
 /// Parses a JSON body strictly: UTF-8 without a byte-order mark, one value, no duplicate keys.

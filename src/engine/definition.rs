@@ -155,6 +155,10 @@ fn check_definition(value: &Value, problems: &mut Vec<String>) {
     }
     if !is_non_empty_string(object.get("name")) {
         problems.push("'name' must be a non-empty string".to_owned());
+    } else if !is_short(object.get("name"), MAX_NAME_CHARS) {
+        problems.push(format!(
+            "'name' must be at most {MAX_NAME_CHARS} characters"
+        ));
     }
     if object.get("type").and_then(Value::as_str) != Some("onboarding") {
         problems.push("'type' must be \"onboarding\"".to_owned());
@@ -187,7 +191,8 @@ fn check_steps(steps: &[Value], problems: &mut Vec<String>) {
                 }
             }
             _ => problems.push(format!(
-                "{at}: 'id' must be 1-64 characters of letters, digits, '-', '_' or '.'"
+                "{at}: 'id' must be 1-64 characters of letters, digits, '-', '_' or '.', \
+                 other than '.' and '..'"
             )),
         }
         match step.get("type").and_then(Value::as_str) {
@@ -224,6 +229,7 @@ fn check_external_step(
     if !is_non_empty_string(step.get("title")) {
         problems.push(format!("{at}: 'title' must be a non-empty string"));
     }
+    check_title_length(step, at, problems);
     match step.get("expectedFields").and_then(Value::as_array) {
         Some(fields) if !fields.is_empty() => check_expected_fields(fields, at, problems),
         _ => problems.push(format!(
@@ -273,7 +279,11 @@ fn check_expected_fields(fields: &[Value], at: &str, problems: &mut Vec<String>)
             .map(str::trim)
         {
             Some(key) if !key.is_empty() && key.len() <= 255 => {
-                if key == EXTERNAL_DATA_FAILURE || key == "reference" {
+                if key.chars().any(char::is_control) {
+                    problems.push(format!(
+                        "{at}: 'spektrDataField' must not contain control characters"
+                    ));
+                } else if key == EXTERNAL_DATA_FAILURE || key == "reference" {
                     problems.push(format!("{at}: '{key}' is a reserved field"));
                 } else if !seen.insert(key) {
                     problems.push(format!("{at}: duplicate field key '{key}'"));
@@ -332,10 +342,36 @@ fn check_end_step(step: &Value, at: &str, problems: &mut Vec<String>) {
     check_keys(step, &["id", "type", "outcome", "title"], at, problems);
     if !is_non_empty_string(step.get("outcome")) {
         problems.push(format!("{at}: 'outcome' must be a non-empty string"));
+    } else if !is_short(step.get("outcome"), MAX_NAME_CHARS) {
+        problems.push(format!(
+            "{at}: 'outcome' must be at most {MAX_NAME_CHARS} characters"
+        ));
     }
     if !matches!(step.get("title"), None | Some(Value::String(_))) {
         problems.push(format!("{at}: 'title' must be a string"));
     }
+    check_title_length(step, at, problems);
+}
+
+/// The most characters a process name or an end step's outcome may have; both are copied
+/// into every event of an execution.
+const MAX_NAME_CHARS: usize = 255;
+/// The most characters a step title may have.
+const MAX_TITLE_CHARS: usize = 1_000;
+
+fn check_title_length(step: &Value, at: &str, problems: &mut Vec<String>) {
+    if !is_short(step.get("title"), MAX_TITLE_CHARS) {
+        problems.push(format!(
+            "{at}: 'title' must be at most {MAX_TITLE_CHARS} characters"
+        ));
+    }
+}
+
+/// Whether `value`, if a string, has at most `max` characters.
+fn is_short(value: Option<&Value>, max: usize) -> bool {
+    value
+        .and_then(Value::as_str)
+        .is_none_or(|text| text.chars().count() <= max)
 }
 
 fn check_keys(value: &Value, allowed: &[&str], at: &str, problems: &mut Vec<String>) {
@@ -357,9 +393,12 @@ fn is_non_empty_string(value: Option<&Value>) -> bool {
         .is_some_and(|text| !text.trim().is_empty())
 }
 
-/// Whether `id` is a usable identifier for workspaces, processes and steps.
+/// Whether `id` is a usable identifier for workspaces, processes and steps. `.` and `..` are
+/// refused: as URL path segments they are collapsed by clients, so they could not be reached.
 pub fn is_valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
+        && id != "."
+        && id != ".."
         && id
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))

@@ -113,7 +113,14 @@ impl Engine {
             prefill,
         };
         let mut started = None;
+        let mut refused = None;
         let mut decide = |context: &StartContext| {
+            if !new.prefill.is_empty()
+                && let Err(error) = check_customer_size(&context.customer.fields)
+            {
+                refused = Some(error);
+                return None;
+            }
             let events = EventContext {
                 workspace_id: &new.workspace_id,
                 spektr_id: context.customer.spektr_id,
@@ -141,9 +148,12 @@ impl Engine {
             let completion = monitoring::completion(&change);
             let deadline_in = change.deadline_ms.map(|deadline| deadline - context.now_ms);
             started = Some((response, deadline_in, completion));
-            change
+            Some(change)
         };
         self.store.start_execution(new.clone(), &mut decide).await?;
+        if let Some(error) = refused {
+            return Err(error);
+        }
         let (response, deadline_in, completion) =
             started.ok_or(EngineError::Conflict("start was not decided"))?;
         monitoring::execution_started();
@@ -373,12 +383,48 @@ fn parse_start_data(data: &Value) -> Result<(String, Map<String, Value>), Engine
             "'data.{EXTERNAL_DATA_FAILURE}' is set by the server and cannot be prefilled"
         )));
     }
-    let prefill = object
-        .iter()
-        .filter(|(key, value)| key.as_str() != "reference" && !value.is_null())
+    let fields = object.iter().filter(|(key, _)| key.as_str() != "reference");
+    if fields.clone().count() > MAX_PREFILL_FIELDS {
+        return Err(EngineError::InvalidInput(format!(
+            "'data' may prefill at most {MAX_PREFILL_FIELDS} fields per start"
+        )));
+    }
+    if let Some((key, _)) = fields.clone().find(|(key, _)| !is_valid_field_key(key)) {
+        let shown: String = key.chars().take(64).collect();
+        return Err(EngineError::InvalidInput(format!(
+            "'data' field keys must be 1 to 255 bytes without control characters \
+             (refused {shown:?})"
+        )));
+    }
+    let prefill = fields
+        .filter(|(_, value)| !value.is_null())
         .map(|(key, value)| (key.clone(), value.clone()))
         .collect();
     Ok((reference.to_owned(), prefill))
+}
+
+/// How many fields one start may prefill.
+const MAX_PREFILL_FIELDS: usize = 200;
+/// How many fields a customer may hold once a start's prefill is merged in.
+const MAX_CUSTOMER_FIELDS: usize = 1_000;
+/// How large a customer's fields may be, serialised as JSON, once a prefill is merged in.
+const MAX_CUSTOMER_FIELDS_BYTES: usize = 256 * 1024;
+
+fn is_valid_field_key(key: &str) -> bool {
+    (1..=255).contains(&key.len()) && !key.chars().any(char::is_control)
+}
+
+/// Refuses a prefill that would make the customer's stored fields grow past the caps; checked
+/// on the merged fields inside the start's transaction, so concurrent starts cannot overshoot.
+fn check_customer_size(fields: &Map<String, Value>) -> Result<(), EngineError> {
+    let bytes = serde_json::to_vec(fields).map_or(usize::MAX, |text| text.len());
+    if fields.len() > MAX_CUSTOMER_FIELDS || bytes > MAX_CUSTOMER_FIELDS_BYTES {
+        return Err(EngineError::InvalidInput(format!(
+            "this prefill would give the customer more than {MAX_CUSTOMER_FIELDS} fields \
+             or more than {MAX_CUSTOMER_FIELDS_BYTES} bytes of fields"
+        )));
+    }
+    Ok(())
 }
 
 fn waiting_step<'a>(

@@ -245,7 +245,8 @@ fn check_id(what: &str, id: &str) -> Result<(), EngineError> {
         Ok(())
     } else {
         Err(EngineError::InvalidInput(format!(
-            "'{what}' must be 1-64 characters of letters, digits, '-', '_' or '.'"
+            "'{what}' must be 1-64 characters of letters, digits, '-', '_' or '.', \
+             other than '.' and '..'"
         )))
     }
 }

@@ -218,8 +218,9 @@ pub struct IdempotencyTimes {
 /// Decides a change for a locked execution; `None` leaves it untouched.
 pub type Decide<'a> = &'a mut (dyn FnMut(&LockedExecution) -> Option<Change> + Send);
 
-/// Decides the state of a new execution once its customer is known.
-pub type DecideStart<'a> = &'a mut (dyn FnMut(&StartContext) -> Change + Send);
+/// Decides the state of a new execution once its customer is known; `None` refuses the start,
+/// and the store then rolls back, keeping nothing (not even a new customer).
+pub type DecideStart<'a> = &'a mut (dyn FnMut(&StartContext) -> Option<Change> + Send);
 
 /// The storage operations the engine needs.
 #[async_trait]

@@ -2,9 +2,11 @@
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::helpers::{
-    ADMIN_TOKEN, PROCESS, WORKSPACE, error_body, guide_process, spawn_app, spawn_app_with,
+    ADMIN_TOKEN, PROCESS, TestApp, WORKSPACE, error_body, guide_process, spawn_app, spawn_app_with,
 };
 
 #[tokio::test]
@@ -252,4 +254,130 @@ async fn customers_and_activity_of_other_workspaces_are_not_found() {
     ] {
         error_body(app.admin_get(&path).await, StatusCode::NOT_FOUND).await;
     }
+}
+
+/// PUTs a process definition expected to be refused; checks the envelope, that every
+/// `expected` problem is listed, and that no process was stored under `id`.
+async fn refused_process(app: &TestApp, id: &str, definition: Value, expected: &[&str]) {
+    let response = app
+        .admin_request(
+            reqwest::Method::PUT,
+            &format!("/admin/v1/workspaces/{WORKSPACE}/processes/{id}"),
+            Some(definition),
+        )
+        .await;
+
+    let body = error_body(response, StatusCode::BAD_REQUEST).await;
+    assert_eq!(body["errorCode"], "BAD_REQUEST_ERROR");
+    let problems = body["details"]["problems"].to_string();
+    for expected in expected {
+        assert!(
+            problems.contains(expected),
+            "missing {expected:?} in {problems}"
+        );
+    }
+    let start = app
+        .start_raw(id, json!({"data": {"reference": "after-refusal"}}))
+        .await;
+    let error = error_body(start, StatusCode::NOT_FOUND).await;
+    assert_eq!(error["errorCode"], "NOT_FOUND_ERROR");
+}
+
+#[tokio::test]
+async fn overlong_names_titles_and_control_characters_in_field_keys_are_all_reported() {
+    let app = spawn_app().await;
+    let mut definition = guide_process(None);
+    definition["name"] = json!("n".repeat(256));
+    definition["steps"][0]["title"] = json!("t".repeat(1001));
+    definition["steps"][0]["expectedFields"][0]["spektrDataField"] = json!("a\u{1}");
+    definition["steps"][1]["title"] = json!("e".repeat(1001));
+    definition["steps"][2]["outcome"] = json!("o".repeat(256));
+
+    refused_process(
+        &app,
+        "overlong",
+        definition,
+        &[
+            "'name' must be at most 255 characters",
+            "steps[0]: 'title' must be at most 1000 characters",
+            "steps[0].expectedFields[0]: 'spektrDataField' must not contain control characters",
+            "steps[1]: 'title' must be at most 1000 characters",
+            "steps[2]: 'outcome' must be at most 255 characters",
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn names_and_titles_at_their_limits_are_accepted() {
+    let app = spawn_app().await;
+    let mut definition = guide_process(None);
+    // Characters, not bytes: 255 two-byte characters are 510 bytes.
+    definition["name"] = json!("é".repeat(255));
+    definition["steps"][0]["title"] = json!("t".repeat(1000));
+
+    app.put_process("at-limits", definition).await;
+    app.start("at-limits", "customer").await;
+}
+
+/// Sends a request with `path` exactly as written (HTTP clients would collapse `.` and `..`
+/// segments); asserts the status and error code of the answer and returns its message.
+async fn raw_admin_error(
+    app: &TestApp,
+    (method, path, body): (&str, &str, &str),
+    status: u16,
+    code: &str,
+) -> String {
+    let address = app.address.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).await.expect("connect");
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: {address}\r\nauthorization: Bearer {ADMIN_TOKEN}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.expect("read");
+    let response = String::from_utf8(response).expect("utf-8 response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("response head");
+    let body: Value = serde_json::from_str(body).expect("json body");
+    assert!(
+        head.starts_with(&format!("HTTP/1.1 {status} ")),
+        "{head}\n{body}"
+    );
+    assert_eq!(body["errorCode"], code, "{body}");
+    body["message"].as_str().expect("message").to_owned()
+}
+
+#[tokio::test]
+async fn dot_segment_ids_are_refused_for_workspaces_and_processes() {
+    let app = spawn_app().await;
+    let process = guide_process(None).to_string();
+
+    for id in [".", ".."] {
+        let workspace = format!("/admin/v1/workspaces/{id}");
+        let message = raw_admin_error(
+            &app,
+            ("PUT", &workspace, r#"{"name": "Dots"}"#),
+            400,
+            "BAD_REQUEST_ERROR",
+        )
+        .await;
+        assert!(message.contains("'..'"), "{message}");
+        let api_keys = format!("{workspace}/api-keys");
+        raw_admin_error(&app, ("POST", &api_keys, ""), 404, "NOT_FOUND_ERROR").await;
+
+        let process_path = format!("/admin/v1/workspaces/{WORKSPACE}/processes/{id}");
+        let message = raw_admin_error(
+            &app,
+            ("PUT", &process_path, &process),
+            400,
+            "BAD_REQUEST_ERROR",
+        )
+        .await;
+        assert!(message.contains("'..'"), "{message}");
+    }
+    let mut dotted = guide_process(None);
+    dotted["steps"][1]["id"] = json!("..");
+    refused_process(&app, "dotted-step", dotted, &["steps[1]: 'id' must be"]).await;
 }

@@ -708,3 +708,219 @@ async fn a_workspace_name_with_a_nul_character_is_stored_intact_or_refused() {
         envelope(key, StatusCode::NOT_FOUND).await;
     }
 }
+
+/// A start body for the refused reference that prefills `fields`.
+fn start_with_fields(fields: &serde_json::Map<String, Value>) -> String {
+    let mut data = fields.clone();
+    data.insert("reference".to_owned(), json!(REFUSED_REFERENCE));
+    json!({ "data": data }).to_string()
+}
+
+/// `count` fields named `{prefix}0`, `{prefix}1`, … each set to `true`.
+fn numbered_fields(prefix: &str, count: usize) -> serde_json::Map<String, Value> {
+    (0..count)
+        .map(|index| (format!("{prefix}{index}"), json!(true)))
+        .collect()
+}
+
+#[tokio::test]
+async fn start_data_with_a_bad_key_or_too_many_fields_is_refused_with_400() {
+    let app = spawn_app().await;
+    let one = |key: String| serde_json::Map::from_iter([(key, json!("x"))]);
+
+    for (fields, expected) in [
+        (one(String::new()), "1 to 255 bytes"),
+        (one("k".repeat(256)), "1 to 255 bytes"),
+        (one("a\u{1}".to_owned()), "control characters"),
+        (one("line\nbreak".to_owned()), "control characters"),
+        (numbered_fields("f", 201), "at most 200 fields"),
+    ] {
+        let error = refused_start(
+            &app,
+            JSON,
+            start_with_fields(&fields),
+            StatusCode::BAD_REQUEST,
+        )
+        .await;
+        let message = error["message"].as_str().expect("message");
+        assert!(message.contains(expected), "{message}");
+    }
+}
+
+#[tokio::test]
+async fn start_data_at_the_per_request_limits_is_accepted() {
+    let app = spawn_app().await;
+    let mut fields = numbered_fields("f", 199);
+    fields.insert("k".repeat(255), json!("long key"));
+
+    let response = start_prefilling(&app, &fields).await;
+
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let started: Value = response.json().await.expect("json");
+    let customer = app
+        .customer(started["spektrId"].as_str().expect("id"))
+        .await;
+    assert_eq!(customer["fields"], Value::Object(fields));
+}
+
+/// Starts the refused reference with `fields`.
+async fn start_prefilling(app: &TestApp, fields: &serde_json::Map<String, Value>) -> Response {
+    post_raw(
+        app,
+        &TestApp::start_path(PROCESS),
+        JSON,
+        start_with_fields(fields),
+    )
+    .await
+}
+
+/// Starts the refused reference with `fields`; asserts 201.
+async fn prefill(app: &TestApp, fields: &serde_json::Map<String, Value>) -> String {
+    let response = start_prefilling(app, fields).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let started: Value = response.json().await.expect("json");
+    started["spektrId"].as_str().expect("id").to_owned()
+}
+
+/// Asserts that a start prefilling `fields` is refused with 400 and starts nothing.
+async fn refused_prefill(app: &TestApp, fields: &serde_json::Map<String, Value>) {
+    let before = app.event_mark().await;
+    let response = start_prefilling(app, fields).await;
+    let error = envelope(response, StatusCode::BAD_REQUEST).await;
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("more than 1000 fields"),
+        "{error}"
+    );
+    let after = app.event_mark().await;
+    assert_eq!(starts_between(&before, &after), 0);
+}
+
+#[tokio::test]
+async fn a_prefill_that_would_give_the_customer_over_1000_fields_is_refused() {
+    let app = spawn_app().await;
+    let mut spektr_id = String::new();
+    for round in 0..5 {
+        spektr_id = prefill(&app, &numbered_fields(&format!("r{round}-"), 200)).await;
+    }
+
+    refused_prefill(&app, &numbered_fields("extra-", 1)).await;
+
+    let fields = app.customer(&spektr_id).await["fields"].clone();
+    assert_eq!(fields.as_object().expect("fields").len(), 1000);
+    assert!(fields.get("extra-0").is_none());
+    // Overwriting stored fields does not grow the customer, and a start without a prefill
+    // still works.
+    prefill(&app, &numbered_fields("r0-", 200)).await;
+    app.start(PROCESS, REFUSED_REFERENCE).await;
+}
+
+#[tokio::test]
+async fn a_prefill_that_would_give_the_customer_over_256_kib_of_fields_is_refused() {
+    let app = spawn_app().await;
+    let big = |key: &str, bytes: usize| {
+        serde_json::Map::from_iter([(key.to_owned(), json!("x".repeat(bytes)))])
+    };
+    let spektr_id = prefill(&app, &big("first", 200 * 1024)).await;
+
+    refused_prefill(&app, &big("second", 100 * 1024)).await;
+
+    let fields = app.customer(&spektr_id).await["fields"].clone();
+    assert_eq!(
+        fields
+            .as_object()
+            .expect("fields")
+            .keys()
+            .collect::<Vec<_>>(),
+        ["first"]
+    );
+}
+
+#[tokio::test]
+async fn a_charset_other_than_utf_8_is_refused_with_415() {
+    let app = spawn_app().await;
+
+    for content_type in [
+        "application/json; charset=latin1",
+        "application/json; charset=\"iso-8859-1\"",
+        "application/json;charset=utf-16",
+    ] {
+        refused_submit(
+            &app,
+            Some(content_type),
+            submit_text(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        )
+        .await;
+        let error = refused_start(
+            &app,
+            Some(content_type),
+            start_text(),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        )
+        .await;
+        assert!(
+            error["message"]
+                .as_str()
+                .expect("message")
+                .contains("UTF-8")
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_utf_8_charset_in_any_case_is_accepted() {
+    let app = spawn_app().await;
+
+    for content_type in [
+        "application/json; charset=UTF-8",
+        "application/vnd.x+json;Charset=\"utf-8\"",
+    ] {
+        let response = post_raw(
+            &app,
+            &TestApp::start_path(PROCESS),
+            Some(content_type),
+            start_text(),
+        )
+        .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{content_type}");
+    }
+}
+
+#[tokio::test]
+async fn a_compressed_body_is_refused_with_415() {
+    let app = spawn_app().await;
+    let (token, spektr_id) = pending_execution(&app).await;
+
+    for encoding in ["gzip", "br", "identity, deflate"] {
+        let response = app
+            .client
+            .post(app.url(&format!("/v3/public/actions/{token}")))
+            .header("x-api-key", &app.api_key)
+            .header(CONTENT_TYPE, "application/json")
+            .header("content-encoding", encoding)
+            .body(submit_text())
+            .send()
+            .await
+            .expect("post");
+
+        let error = envelope(response, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+        let message = error["message"].as_str().expect("message");
+        assert!(message.contains("Content-Encoding"), "{message}");
+        assert_untouched(&app, &token, &spektr_id).await;
+    }
+
+    let identity = app
+        .client
+        .post(app.url(&format!("/v3/public/actions/{token}")))
+        .header("x-api-key", &app.api_key)
+        .header(CONTENT_TYPE, "application/json")
+        .header("content-encoding", "identity")
+        .body(submit_text())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(identity.status(), StatusCode::OK);
+}

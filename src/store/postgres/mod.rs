@@ -359,7 +359,9 @@ impl PostgresStore {
             },
             now_ms: row.try_get("now_ms")?,
         };
-        let change = decide(&context);
+        let Some(change) = decide(&context) else {
+            return Ok(());
+        };
 
         sqlx::query(
             r#"insert into executions

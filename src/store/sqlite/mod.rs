@@ -659,7 +659,9 @@ impl Store for SqliteStore {
             },
             now_ms,
         };
-        let change = decide(&context);
+        let Some(change) = decide(&context) else {
+            return Ok(());
+        };
 
         // Only a prefill or a decided change alters the customer; skip the write otherwise.
         match (&change.customer_fields, new.prefill.is_empty()) {
