@@ -122,11 +122,6 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::redeliver_event))
 }
 
-/// The OpenAPI document the server serves at `/openapi.json`.
-pub fn openapi_document() -> utoipa::openapi::OpenApi {
-    openapi::finish(routes().into_openapi())
-}
-
 /// A percent-encoded NUL names nothing that can exist (ids, tokens and stored text never hold
 /// one), so such paths are unknown and such queries invalid, before any database sees them.
 async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {

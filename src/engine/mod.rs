@@ -48,28 +48,23 @@ pub struct Engine {
     api_keys: RwLock<HashMap<String, String>>,
     /// Rung when a new deadline is stored, so the sweeper can sleep until the earliest.
     alarm: Arc<sweeper::Alarm>,
-    /// Woken after a commit that queued deliveries (the store's signal), so the delivery
-    /// worker looks at the outbox only when there is something new in it.
-    events_written: Arc<Notify>,
 }
 
 impl Engine {
     /// An engine over `store`.
     pub fn new(store: Arc<dyn Store>, options: EngineOptions) -> Self {
-        let events_written = store.deliveries_queued();
         Engine {
             store,
             options,
             definitions: RwLock::new(HashMap::new()),
             api_keys: RwLock::new(HashMap::new()),
             alarm: Arc::new(sweeper::Alarm::new()),
-            events_written,
         }
     }
 
     /// The signal the delivery worker waits on.
     pub fn events_written(&self) -> Arc<Notify> {
-        self.events_written.clone()
+        self.store.deliveries_queued()
     }
 
     /// The store underneath, for health checks and start-up logs.

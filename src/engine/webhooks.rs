@@ -166,7 +166,6 @@ impl Engine {
             .redeliver_event(workspace_id, id)
             .await?
             .ok_or(EngineError::NotFound("event"))?;
-        self.events_written.notify_one();
         Ok(queued)
     }
 

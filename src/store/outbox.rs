@@ -215,7 +215,7 @@ pub trait OutboxStore: Send + Sync {
     ) -> Result<Option<Vec<DeliveryRecord>>, StoreError>;
 
     /// Queues an event again for every enabled endpoint that wants it; `None` for an unknown
-    /// event, else how many deliveries were queued.
+    /// event, else how many deliveries were queued (which wakes `deliveries_queued`).
     async fn redeliver_event(
         &self,
         workspace_id: &str,

@@ -336,8 +336,10 @@ impl OutboxStore for PostgresStore {
         )
         .bind(event_id)
         .execute(&self.pool)
-        .await?;
-        Ok(Some(queued.rows_affected()))
+        .await?
+        .rows_affected();
+        self.wake_delivery(queued);
+        Ok(Some(queued))
     }
 
     async fn list_events(

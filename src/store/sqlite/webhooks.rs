@@ -350,6 +350,7 @@ impl OutboxStore for SqliteStore {
         }
         let queued = super::queue_deliveries(&mut tx, workspace_id, &[event_id]).await?;
         tx.commit().await?;
+        self.wake_delivery(queued);
         Ok(Some(queued))
     }
 
