@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use percent_encoding::percent_decode_str;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -293,15 +294,7 @@ async fn submit_external_data(
     JsonBody(payload): JsonBody,
 ) -> Result<Response, ApiError> {
     let fingerprint = idempotency::fingerprint(&uri, &payload);
-    let filled_by = query
-        .get("filledBy")
-        .cloned()
-        .filter(|value| !value.is_empty());
-    if filled_by.as_ref().is_some_and(|value| value.len() > 255) {
-        return Err(ApiError::bad_request(
-            "'filledBy' must be at most 255 bytes",
-        ));
-    }
+    let filled_by = filled_by(&uri, &query)?;
     let command = SubmitCommand {
         workspace_id: workspace_id.clone(),
         token,
@@ -321,6 +314,32 @@ async fn submit_external_data(
         },
     )
     .await
+}
+
+/// The optional `filledBy` query parameter: at most 255 bytes of text without control
+/// characters. Its raw form must decode to UTF-8, which the lenient query parser would
+/// otherwise replace with U+FFFD.
+fn filled_by(uri: &Uri, query: &HashMap<String, String>) -> Result<Option<String>, ApiError> {
+    let undecodable = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|pair| pair.strip_prefix("filledBy="))
+        .any(|raw| percent_decode_str(raw).decode_utf8().is_err());
+    let Some(value) = query.get("filledBy").filter(|value| !value.is_empty()) else {
+        return Ok(None);
+    };
+    if undecodable || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(
+            "'filledBy' must be UTF-8 text without control characters",
+        ));
+    }
+    if value.len() > 255 {
+        return Err(ApiError::bad_request(
+            "'filledBy' must be at most 255 bytes",
+        ));
+    }
+    Ok(Some(value.clone()))
 }
 
 #[cfg(test)]

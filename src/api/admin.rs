@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -13,7 +13,7 @@ use super::AppState;
 use super::auth::Admin;
 use super::error::ApiError;
 use super::events::{EventRecord, event_json};
-use super::extract::JsonBody;
+use super::extract::{JsonBody, json_object};
 use super::openapi::{
     BadRequest, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
     UnsupportedMediaType,
@@ -29,7 +29,8 @@ fn created_or_ok(created: bool) -> StatusCode {
 }
 
 /// The body of a workspace PUT.
-#[derive(Debug, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)] // Read from the JSON value; this type documents the shape.
 pub struct WorkspaceRequest {
     /// Non-empty after trimming, at most 255 bytes.
@@ -107,6 +108,7 @@ pub async fn put_workspace(
     Path(workspace_id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<WorkspaceResponse>), ApiError> {
+    let body = json_object(&body, &["name"])?;
     let Some(name) = body.get("name").and_then(Value::as_str) else {
         return Err(ApiError::bad_request("'name' must be a non-empty string"));
     };

@@ -16,9 +16,26 @@ impl FromRequestParts<AppState> for Workspace {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         // Spektr reads `x-api-key` and also accepts the key as a bearer token.
-        let key = match parts.headers.get("x-api-key") {
-            Some(value) => Some(value.to_str().map_err(|_| invalid_key())?),
-            None => bearer(parts)?,
+        let mut headers = parts.headers.get_all("x-api-key").iter();
+        let key = match (headers.next(), headers.next()) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::unauthorized(
+                    "Send one 'x-api-key' header, not several",
+                ));
+            }
+            (Some(value), None) => {
+                let key = value.to_str().map_err(|_| invalid_key())?;
+                // Both headers may carry the key, but not two different keys.
+                if parts.headers.contains_key(header::AUTHORIZATION)
+                    && bearer(parts)?.map(str::trim) != Some(key.trim())
+                {
+                    return Err(ApiError::unauthorized(
+                        "'x-api-key' and 'Authorization' name different keys: send one",
+                    ));
+                }
+                Some(key)
+            }
+            _ => bearer(parts)?,
         };
         let Some(key) = key.map(str::trim).filter(|key| !key.is_empty()) else {
             return Err(ApiError::unauthorized(
@@ -60,9 +77,15 @@ impl FromRequestParts<AppState> for Admin {
 }
 
 pub(super) fn bearer(parts: &Parts) -> Result<Option<&str>, ApiError> {
-    let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+    let mut values = parts.headers.get_all(header::AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
         return Ok(None);
     };
+    if values.next().is_some() {
+        return Err(ApiError::unauthorized(
+            "Send one 'Authorization' header, not several",
+        ));
+    }
     let value = value.to_str().map_err(|_| invalid_key())?;
     match value.split_once(' ') {
         Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => Ok(Some(token.trim())),

@@ -5,7 +5,7 @@ use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use super::error::ApiError;
 
@@ -16,6 +16,17 @@ impl<S: Send + Sync> FromRequest<S> for JsonBody {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if request
+            .headers()
+            .get_all(header::CONTENT_TYPE)
+            .iter()
+            .count()
+            > 1
+        {
+            return Err(ApiError::bad_request(
+                "Send one 'Content-Type' header, not several",
+            ));
+        }
         if !is_json(request.headers().get(header::CONTENT_TYPE)) {
             return Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -204,9 +215,15 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        let Some(value) = parts.headers.get("idempotency-key") else {
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let Some(value) = values.next() else {
             return Ok(IdempotencyKey(None));
         };
+        if values.next().is_some() {
+            return Err(ApiError::bad_request(
+                "Send one 'idempotency-key' header, not several",
+            ));
+        }
         let key = value
             .to_str()
             .ok()
@@ -217,4 +234,15 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             })?;
         Ok(IdempotencyKey(Some(key.to_owned())))
     }
+}
+
+/// The body as a JSON object with no properties but `allowed`.
+pub fn json_object(body: &Value, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let object = body
+        .as_object()
+        .ok_or_else(|| ApiError::bad_request("The body must be a JSON object"))?;
+    if let Some(key) = object.keys().find(|key| !allowed.contains(&key.as_str())) {
+        return Err(ApiError::bad_request(format!("unknown property '{key}'")));
+    }
+    Ok(object.clone())
 }

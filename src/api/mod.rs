@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
@@ -62,16 +63,24 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         .url("/openapi.json", openapi::finish(openapi))
         .config(utoipa_swagger_ui::Config::default().validator_url("none"));
     let layers = ServiceBuilder::new()
+        .layer(middleware::from_fn(drop_unusable_request_id))
         .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let request_id = request
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|value| value.to_str().ok())
-                .unwrap_or_default();
-            tracing::info_span!("request", method = %request.method(), uri = %request.uri().path(),
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let request_id = request
+                    .headers()
+                    .get(REQUEST_ID)
+                    .and_then(|value| value.to_str().ok())
+                    .unwrap_or_default();
+                // The route template, not the path: paths carry execution tokens.
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map_or("(unmatched)", MatchedPath::as_str);
+                tracing::info_span!("request", method = %request.method(), route = %route,
                                 request_id = %request_id)
-        }))
+            }),
+        )
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(CatchPanicLayer::custom(|_| {
             tracing::error!("handler panicked");
@@ -80,7 +89,12 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
         }))
         .layer(middleware::from_fn(ensure_envelope))
         .layer(middleware::from_fn(refuse_nul_in_uri))
-        .layer(TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, limits.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            limits.request_timeout,
+        ))
+        // Refuses a declared Content-Length over the limit before waiting for the body.
+        .layer(RequestBodyLimitLayer::new(limits.max_body_bytes))
         .layer(DefaultBodyLimit::max(limits.max_body_bytes));
     routes
         .merge(docs)
@@ -120,6 +134,28 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(webhooks::rotate_webhook_secret))
         .routes(routes!(webhooks::list_deliveries))
         .routes(routes!(webhooks::redeliver_event))
+}
+
+/// A client's own `x-request-id` is kept when it is a plain token (at most 128 of
+/// `A-Z a-z 0-9 . _ : -`); anything else, or several, is replaced by a generated one, so
+/// that a client cannot write arbitrary text into log lines and responses.
+async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response {
+    let headers = request.headers();
+    let mut values = headers.get_all(REQUEST_ID).iter();
+    let usable = match (values.next(), values.next()) {
+        (None, _) => true,
+        (Some(value), None) => {
+            (1..=128).contains(&value.len())
+                && value.as_bytes().iter().all(|byte| {
+                    byte.is_ascii_alphanumeric() || matches!(byte, b'.' | b'_' | b':' | b'-')
+                })
+        }
+        (Some(_), Some(_)) => false,
+    };
+    if !usable {
+        request.headers_mut().remove(REQUEST_ID);
+    }
+    next.run(request).await
 }
 
 /// A percent-encoded NUL names nothing that can exist (ids, tokens and stored text never hold
@@ -167,6 +203,8 @@ async fn ensure_envelope(request: Request, next: Next) -> Response {
     let text = axum::body::to_bytes(body, 4096).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&text);
     let message = match text.trim() {
+        // The body limit's own words, as the JSON extractor says them.
+        _ if status == StatusCode::PAYLOAD_TOO_LARGE => "Request body is too large".to_owned(),
         "" => status.canonical_reason().unwrap_or("Error").to_owned(),
         text => text.to_owned(),
     };

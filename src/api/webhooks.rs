@@ -12,7 +12,7 @@ use super::AppState;
 use super::auth::Admin;
 use super::error::ApiError;
 use super::events::EventType;
-use super::extract::JsonBody;
+use super::extract::{JsonBody, json_object};
 use super::openapi::{
     BadRequest, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
     UnsupportedMediaType,
@@ -177,16 +177,6 @@ pub struct Redelivered {
     queued: u64,
 }
 
-fn object(body: &Value, allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    let object = body
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("The body must be a JSON object"))?;
-    if let Some(key) = object.keys().find(|key| !allowed.contains(&key.as_str())) {
-        return Err(ApiError::bad_request(format!("unknown property '{key}'")));
-    }
-    Ok(object.clone())
-}
-
 fn optional_string(object: &Map<String, Value>, key: &str) -> Result<Option<String>, ApiError> {
     match object.get(key) {
         None | Some(Value::Null) => Ok(None),
@@ -249,7 +239,7 @@ pub async fn create_webhook(
     Path(workspace_id): Path<String>,
     JsonBody(body): JsonBody,
 ) -> Result<(StatusCode, Json<WebhookEndpoint>), ApiError> {
-    let object = object(&body, &["url", "eventTypes", "description"])?;
+    let object = json_object(&body, &["url", "eventTypes", "description"])?;
     let url = optional_string(&object, "url")?
         .ok_or_else(|| ApiError::bad_request("'url' is required"))?;
     let new = NewEndpoint {
@@ -330,7 +320,7 @@ pub async fn update_webhook(
     Path((workspace_id, id)): Path<(String, String)>,
     JsonBody(body): JsonBody,
 ) -> Result<Json<WebhookEndpoint>, ApiError> {
-    let object = object(&body, &["url", "eventTypes", "description", "enabled"])?;
+    let object = json_object(&body, &["url", "eventTypes", "description", "enabled"])?;
     let enabled = match object.get("enabled") {
         None => None,
         Some(Value::Bool(enabled)) => Some(*enabled),

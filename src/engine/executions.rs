@@ -378,6 +378,11 @@ fn parse_start_data(data: &Value) -> Result<(String, Map<String, Value>), Engine
             "'data.reference' must be at most 255 bytes".to_owned(),
         ));
     }
+    if reference.chars().any(char::is_control) {
+        return Err(EngineError::InvalidInput(
+            "'data.reference' must not contain control characters".to_owned(),
+        ));
+    }
     if object.contains_key(EXTERNAL_DATA_FAILURE) {
         return Err(EngineError::InvalidInput(format!(
             "'data.{EXTERNAL_DATA_FAILURE}' is set by the server and cannot be prefilled"

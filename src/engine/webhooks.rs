@@ -61,9 +61,12 @@ impl Engine {
     pub async fn create_endpoint(
         &self,
         workspace_id: &str,
-        new: NewEndpoint,
+        mut new: NewEndpoint,
     ) -> Result<Endpoint, EngineError> {
         self.check_endpoint(Some(&new.url), new.event_types.as_ref())?;
+        if let Some(types) = new.event_types.as_mut() {
+            dedupe(types);
+        }
         if !self.store.workspace_exists(workspace_id).await? {
             return Err(EngineError::NotFound("workspace"));
         }
@@ -107,13 +110,16 @@ impl Engine {
         &self,
         workspace_id: &str,
         id: &str,
-        patch: EndpointPatch,
+        mut patch: EndpointPatch,
     ) -> Result<Endpoint, EngineError> {
         let id = parse_id(id, "webhook")?;
         self.check_endpoint(
             patch.url.as_deref(),
             patch.event_types.as_ref().and_then(Option::as_ref),
         )?;
+        if let Some(Some(types)) = patch.event_types.as_mut() {
+            dedupe(types);
+        }
         self.store
             .update_endpoint(workspace_id, id, &patch, None)
             .await?
@@ -195,4 +201,10 @@ impl Engine {
 
 fn parse_id(id: &str, what: &'static str) -> Result<Uuid, EngineError> {
     Uuid::parse_str(id).map_err(|_| EngineError::NotFound(what))
+}
+
+/// Keeps the first of each repeated event type, in the order given.
+fn dedupe(types: &mut Vec<String>) {
+    let mut seen = std::collections::HashSet::new();
+    types.retain(|kind| seen.insert(kind.clone()));
 }

@@ -23,6 +23,10 @@ impl HostPolicy {
         if !matches!(parsed.scheme(), "http" | "https") {
             return Err("'url' must use http or https".to_owned());
         }
+        if !parsed.username().is_empty() || parsed.password().is_some() {
+            // Listings show the URL; deliveries are authenticated by their signature.
+            return Err("'url' must not contain a user name or password".to_owned());
+        }
         let host = canonical_host(parsed.host().ok_or("'url' must have a host")?);
         if self.denied.iter().any(|entry| matches(entry, &host)) {
             return Err(format!(

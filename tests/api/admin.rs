@@ -40,6 +40,38 @@ async fn workspaces_are_created_then_updated_idempotently() {
 }
 
 #[tokio::test]
+async fn a_workspace_body_with_unknown_properties_is_refused() {
+    let app = spawn_app().await;
+    let path = "/admin/v1/workspaces/acme";
+    app.admin_put(path, json!({"name": "Acme"})).await;
+
+    for body in [
+        json!({"name": "Acme 2", "apiKeys": ["k"]}),
+        json!(["Acme 2"]),
+    ] {
+        let response = app
+            .client
+            .put(app.url(path))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("put");
+        let error = error_body(response, StatusCode::BAD_REQUEST).await;
+        assert!(error["message"].as_str().unwrap().len() > 10, "{error}");
+    }
+    let unchanged = app
+        .client
+        .put(app.url(path))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"name": "Acme"}))
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(unchanged.status(), StatusCode::OK);
+}
+
+#[tokio::test]
 async fn the_admin_api_needs_the_admin_token() {
     let app = spawn_app().await;
     let url = app.url(&format!("/admin/v1/workspaces/{WORKSPACE}/api-keys"));

@@ -7,7 +7,8 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::helpers::{
-    ADMIN_TOKEN, PROCESS, TestApp, error_body, kinds, spawn_app, spawn_app_with, starts_between,
+    ADMIN_TOKEN, PROCESS, TestApp, assert_untouched, error_body, pending_execution, spawn_app,
+    spawn_app_with, starts_between,
 };
 
 /// The reference every refused start names, with a field it would prefill.
@@ -67,29 +68,6 @@ async fn post_raw(
         request = request.header(CONTENT_TYPE, content_type);
     }
     request.send().await.expect("post")
-}
-
-/// A pending execution of the guide's process: its token and spektrId.
-async fn pending_execution(app: &TestApp) -> (String, String) {
-    let started = app
-        .start(PROCESS, &format!("customer-{}", uuid::Uuid::new_v4()))
-        .await;
-    (
-        started["token"].as_str().expect("token").to_owned(),
-        started["spektrId"].as_str().expect("spektrId").to_owned(),
-    )
-}
-
-/// Checks that an execution still waits with nothing received and nothing stored.
-async fn assert_untouched(app: &TestApp, token: &str, spektr_id: &str) {
-    let step = app.current_step_json(token).await;
-    assert_eq!(step["execution"]["status"], "pending", "{step}");
-    assert_eq!(app.customer(spektr_id).await["fields"], json!({}));
-    let activity = app.activity(&app.execution_id(token).await).await;
-    assert_eq!(
-        kinds(&activity),
-        ["process_started", "external_data_waiting"]
-    );
 }
 
 /// Submits `body` raw to a fresh execution, expects `status` in the envelope and checks the

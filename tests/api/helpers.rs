@@ -658,3 +658,26 @@ impl TestApp {
         body["data"].as_array().expect("data").clone()
     }
 }
+
+/// A pending execution of the guide's process: its token and spektrId.
+pub async fn pending_execution(app: &TestApp) -> (String, String) {
+    let started = app
+        .start(PROCESS, &format!("customer-{}", uuid::Uuid::new_v4()))
+        .await;
+    (
+        started["token"].as_str().expect("token").to_owned(),
+        started["spektrId"].as_str().expect("spektrId").to_owned(),
+    )
+}
+
+/// Checks that an execution still waits with nothing received and nothing stored.
+pub async fn assert_untouched(app: &TestApp, token: &str, spektr_id: &str) {
+    let step = app.current_step_json(token).await;
+    assert_eq!(step["execution"]["status"], "pending", "{step}");
+    assert_eq!(app.customer(spektr_id).await["fields"], json!({}));
+    let activity = app.activity(&app.execution_id(token).await).await;
+    assert_eq!(
+        kinds(&activity),
+        ["process_started", "external_data_waiting"]
+    );
+}

@@ -6,6 +6,7 @@ mod admin;
 mod connections;
 mod errors;
 mod feed;
+mod headers;
 mod helpers;
 mod idempotency;
 mod metrics;

@@ -182,6 +182,8 @@ async fn invalid_urls_and_unknown_event_types_are_refused_with_400() {
         json!({"url": "http://127.0.0.1:9/hook", "eventTypes": ["no_such_event"]}),
         json!({"url": "http://127.0.0.1:9/hook", "eventTypes": "external_data_waiting"}),
         json!({"url": "http://127.0.0.1:9/hook", "secret": "whsec_AAAA"}),
+        json!({"url": "http://user:password@127.0.0.1:9/hook"}),
+        json!({"url": "http://user@127.0.0.1:9/hook"}),
     ] {
         let response = app
             .admin_request(Method::POST, &path, Some(body.clone()))
@@ -196,6 +198,7 @@ async fn invalid_urls_and_unknown_event_types_are_refused_with_400() {
     let endpoint = format!("{path}/{}", text(&created["id"]));
     for body in [
         json!({"url": "not a url"}),
+        json!({"url": "http://user:password@127.0.0.1:9/hook"}),
         json!({"eventTypes": ["no_such_event"]}),
         json!({"enabled": "yes"}),
     ] {
@@ -207,6 +210,27 @@ async fn invalid_urls_and_unknown_event_types_are_refused_with_400() {
     let unchanged: Value = app.admin_get(&endpoint).await.json().await.expect("json");
     assert_eq!(unchanged["url"], "http://127.0.0.1:9/hook");
     assert_eq!(unchanged["eventTypes"], Value::Null);
+}
+
+#[tokio::test]
+async fn repeated_event_types_are_kept_once_in_the_order_given() {
+    let app = spawn_app().await;
+    let waiting = "external_data_waiting";
+    let started = "process_started";
+
+    let created = app
+        .create_webhook(json!({"url": "http://127.0.0.1:9/hook",
+                               "eventTypes": [waiting, started, waiting, started]}))
+        .await;
+    assert_eq!(created["eventTypes"], json!([waiting, started]));
+
+    let patched = app
+        .patch_webhook(
+            &text(&created["id"]),
+            json!({"eventTypes": [started, started, waiting]}),
+        )
+        .await;
+    assert_eq!(patched["eventTypes"], json!([started, waiting]));
 }
 
 #[tokio::test]
