@@ -75,6 +75,12 @@ pub struct Config {
     #[arg(long, env = "SPEKTR_SWEEPER_PARALLELISM", default_value_t = 2)]
     pub sweeper_parallelism: usize,
 
+    /// Seconds an authenticated API key is trusted without asking the database again: how
+    /// long a key revoked through another server process may still work here (0 asks every
+    /// time).
+    #[arg(long, env = "SPEKTR_API_KEY_CACHE_SECS", default_value_t = 10)]
+    pub api_key_cache_secs: u64,
+
     /// Largest accepted request body, in bytes.
     #[arg(long, env = "SPEKTR_MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -157,6 +163,9 @@ impl Config {
         }
         if !(1..=10_000).contains(&self.sweeper_batch_size) {
             return Err("SPEKTR_SWEEPER_BATCH_SIZE must be between 1 and 10000".to_owned());
+        }
+        if self.api_key_cache_secs > 3600 {
+            return Err("SPEKTR_API_KEY_CACHE_SECS must be at most 3600".to_owned());
         }
         if !(1..=64).contains(&self.sweeper_parallelism) {
             return Err("SPEKTR_SWEEPER_PARALLELISM must be between 1 and 64".to_owned());
@@ -257,6 +266,7 @@ impl fmt::Debug for Config {
             .field("sweeper_interval_ms", &self.sweeper_interval_ms)
             .field("sweeper_batch_size", &self.sweeper_batch_size)
             .field("sweeper_parallelism", &self.sweeper_parallelism)
+            .field("api_key_cache_secs", &self.api_key_cache_secs)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("request_timeout_secs", &self.request_timeout_secs)
             .field("header_read_timeout_secs", &self.header_read_timeout_secs)

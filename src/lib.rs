@@ -60,6 +60,7 @@ impl Server {
                     lease_ms: IDEMPOTENCY_LEASE.as_millis() as i64,
                 },
                 hosts: config.host_policy(),
+                api_key_cache_ttl: Duration::from_secs(config.api_key_cache_secs),
             },
         ));
         if let Some(path) = &config.bootstrap_file {

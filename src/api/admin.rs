@@ -53,6 +53,23 @@ pub struct ApiKeyResponse {
     key: String,
 }
 
+/// A stored API key, without the key itself.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiKeySummary {
+    id: Uuid,
+    /// Unix milliseconds.
+    created_at: i64,
+    /// Unix milliseconds; `null` while the key works.
+    revoked_at: Option<i64>,
+}
+
+/// A workspace's API keys, oldest first.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    data: Vec<ApiKeySummary>,
+}
+
 /// A stored process definition.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -143,6 +160,61 @@ pub async fn create_api_key(
         key: key.key,
     };
     Ok((StatusCode::CREATED, Json(body)))
+}
+
+/// List a workspace's API keys, revoked ones included (the keys themselves are never shown
+/// again).
+#[utoipa::path(
+    get,
+    path = "/admin/v1/workspaces/{workspaceId}/api-keys",
+    tag = "admin",
+    params(("workspaceId" = String, Path)),
+    responses(
+        (status = 200, description = "The workspace's keys, oldest first", body = ApiKeyList),
+        Unauthorized, NotFound, Internal, Unavailable,
+    ),
+    security(("adminToken" = [])),
+)]
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    _: Admin,
+    Path(workspace_id): Path<String>,
+) -> Result<Json<ApiKeyList>, ApiError> {
+    let keys = state.engine.api_keys(&workspace_id).await?;
+    let data = keys
+        .into_iter()
+        .map(|key| ApiKeySummary {
+            id: key.id,
+            created_at: key.created_at_ms,
+            revoked_at: key.revoked_at_ms,
+        })
+        .collect();
+    Ok(Json(ApiKeyList { data }))
+}
+
+/// Revoke an API key.
+///
+/// Requests with it are refused at once by this server process, and by every other one
+/// within `SPEKTR_API_KEY_CACHE_SECS`. Revoking a revoked key changes nothing. A revoked key
+/// stays revoked even when a bootstrap file names it.
+#[utoipa::path(
+    delete,
+    path = "/admin/v1/workspaces/{workspaceId}/api-keys/{keyId}",
+    tag = "admin",
+    params(("workspaceId" = String, Path), ("keyId" = String, Path, description = "A UUID")),
+    responses(
+        (status = 204, description = "Revoked"),
+        Unauthorized, NotFound, Internal, Unavailable,
+    ),
+    security(("adminToken" = [])),
+)]
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    _: Admin,
+    Path((workspace_id, key_id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    state.engine.revoke_api_key(&workspace_id, &key_id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Store a process definition as the process's current version.

@@ -14,6 +14,7 @@ mod keys;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::sync::Notify;
@@ -21,7 +22,8 @@ use tracing::instrument;
 use uuid::Uuid;
 
 use crate::store::{
-    IdempotencyBegin, IdempotencyClaim, IdempotencyTimes, ProcessPut, Store, StoreError,
+    ApiKeySummary, IdempotencyBegin, IdempotencyClaim, IdempotencyTimes, ProcessPut, Store,
+    StoreError,
 };
 
 pub use definition::{EXTERNAL_DATA_FAILURE, ProcessDefinition, Step};
@@ -36,6 +38,9 @@ pub struct EngineOptions {
     pub idempotency: IdempotencyTimes,
     /// Which hosts webhook endpoints may point at.
     pub hosts: crate::events::client::HostPolicy,
+    /// How long an authenticated API key is trusted without asking the store again: the
+    /// longest a key revoked through another server process still works here.
+    pub api_key_cache_ttl: Duration,
 }
 
 /// The process engine; cheap to share behind an `Arc`.
@@ -44,8 +49,8 @@ pub struct Engine {
     options: EngineOptions,
     /// Parsed definitions by (workspace, process, version); versions never change once stored.
     definitions: RwLock<HashMap<(String, String, i32), Arc<ProcessDefinition>>>,
-    /// Authenticated API keys by hash; keys cannot be revoked, so entries never go stale.
-    api_keys: RwLock<HashMap<String, String>>,
+    /// Authenticated API keys by hash: the workspace, and when the store confirmed the key.
+    api_keys: RwLock<HashMap<String, (String, Instant)>>,
     /// Rung when a new deadline is stored, so the sweeper can sleep until the earliest.
     alarm: Arc<sweeper::Alarm>,
 }
@@ -112,10 +117,13 @@ impl Engine {
     /// The workspace an API key belongs to, if the key is valid.
     pub async fn authenticate(&self, key: &str) -> Result<Option<String>, EngineError> {
         let hash = keys::hash(key);
-        if let Some(workspace) = read(&self.api_keys).get(&hash) {
+        if let Some((workspace, confirmed)) = read(&self.api_keys).get(&hash)
+            && confirmed.elapsed() < self.options.api_key_cache_ttl
+        {
             return Ok(Some(workspace.clone()));
         }
         let Some(record) = self.store.find_api_key(&hash).await? else {
+            write(&self.api_keys).remove(&hash);
             return Ok(None);
         };
         if !keys::hashes_match(&record.key_hash, &hash) {
@@ -125,8 +133,29 @@ impl Engine {
         if cache.len() >= 10_000 {
             cache.clear();
         }
-        cache.insert(hash, record.workspace_id.clone());
+        cache.insert(hash, (record.workspace_id.clone(), Instant::now()));
         Ok(Some(record.workspace_id))
+    }
+
+    /// A workspace's API keys, revoked ones included.
+    pub async fn api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeySummary>, EngineError> {
+        if !self.store.workspace_exists(workspace_id).await? {
+            return Err(EngineError::NotFound("workspace"));
+        }
+        Ok(self.store.list_api_keys(workspace_id).await?)
+    }
+
+    /// Revokes an API key: at once in this process, and in others once their cached
+    /// confirmation of it is older than `api_key_cache_ttl`.
+    pub async fn revoke_api_key(&self, workspace_id: &str, id: &str) -> Result<(), EngineError> {
+        let id = Uuid::parse_str(id).map_err(|_| EngineError::NotFound("API key"))?;
+        let hash = self
+            .store
+            .revoke_api_key(workspace_id, id)
+            .await?
+            .ok_or(EngineError::NotFound("API key"))?;
+        write(&self.api_keys).remove(&hash);
+        Ok(())
     }
 
     /// Checks and stores a process definition as the process's current version.

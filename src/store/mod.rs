@@ -102,6 +102,14 @@ pub struct ApiKeyRecord {
     pub key_hash: String,
 }
 
+/// An API key as the admin API lists it (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeySummary {
+    pub id: Uuid,
+    pub created_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
 /// The current version of a process definition.
 #[derive(Debug, Clone)]
 pub struct ProcessRecord {
@@ -248,8 +256,19 @@ pub trait Store: OutboxStore {
         key_hash: &str,
     ) -> Result<(), StoreError>;
 
-    /// Finds an API key by its hash.
+    /// Finds an API key that has not been revoked by its hash.
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError>;
+
+    /// A workspace's keys, revoked ones included, oldest first.
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeySummary>, StoreError>;
+
+    /// Revokes a key (revoking it again keeps the first time); `None` for an unknown key,
+    /// else its hash.
+    async fn revoke_api_key(
+        &self,
+        workspace_id: &str,
+        id: Uuid,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Stores a definition as the process's new current version, unless it equals the
     /// current one.

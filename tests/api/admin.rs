@@ -413,3 +413,170 @@ async fn dot_segment_ids_are_refused_for_workspaces_and_processes() {
     dotted["steps"][1]["id"] = json!("..");
     refused_process(&app, "dotted-step", dotted, &["steps[1]: 'id' must be"]).await;
 }
+
+/// The workspace's keys as the admin API lists them.
+async fn listed_keys(app: &TestApp, workspace: &str) -> Vec<Value> {
+    let response = app
+        .admin_get(&format!("/admin/v1/workspaces/{workspace}/api-keys"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.expect("json");
+    body["data"].as_array().expect("data").clone()
+}
+
+async fn revoke(app: &TestApp, workspace: &str, key_id: &str) -> reqwest::Response {
+    app.admin_request(
+        reqwest::Method::DELETE,
+        &format!("/admin/v1/workspaces/{workspace}/api-keys/{key_id}"),
+        None,
+    )
+    .await
+}
+
+async fn start_with(app: &TestApp, workspace: &str, process: &str, key: &str) -> StatusCode {
+    app.client
+        .post(app.url(&format!(
+            "/v2/public/actions/processId/{process}/workspaceId/{workspace}"
+        )))
+        .header("x-api-key", key)
+        .json(&json!({"data": {"reference": "revocation"}}))
+        .send()
+        .await
+        .expect("start")
+        .status()
+}
+
+#[tokio::test]
+async fn a_revoked_key_is_refused_at_once_and_listed_as_revoked() {
+    let app = spawn_app().await;
+    let other_key = app.other_workspace("other-ws").await;
+    let keys = listed_keys(&app, WORKSPACE).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key_id = keys[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(keys[0]["revokedAt"], Value::Null);
+    assert!(keys[0]["createdAt"].as_i64().expect("createdAt") > 0);
+    assert!(keys[0].get("key").is_none() && keys[0].get("keyHash").is_none());
+    assert_eq!(
+        start_with(&app, WORKSPACE, PROCESS, &app.api_key).await,
+        StatusCode::CREATED
+    );
+
+    // Another workspace's key id, an unknown id and a malformed one are not found here.
+    let other_id = listed_keys(&app, "other-ws").await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+    for id in [
+        other_id.as_str(),
+        &uuid::Uuid::new_v4().to_string(),
+        "not-a-uuid",
+    ] {
+        error_body(revoke(&app, WORKSPACE, id).await, StatusCode::NOT_FOUND).await;
+    }
+    error_body(
+        revoke(&app, "no-such-workspace", &key_id).await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+
+    assert_eq!(
+        revoke(&app, WORKSPACE, &key_id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        start_with(&app, WORKSPACE, PROCESS, &app.api_key).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let revoked_at = listed_keys(&app, WORKSPACE).await[0]["revokedAt"].clone();
+    assert!(revoked_at.as_i64().is_some(), "{revoked_at}");
+    // Revoking again keeps the first time.
+    assert_eq!(
+        revoke(&app, WORKSPACE, &key_id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        listed_keys(&app, WORKSPACE).await[0]["revokedAt"],
+        revoked_at
+    );
+    // The other workspace's key is untouched.
+    assert_eq!(
+        start_with(&app, "other-ws", PROCESS, &other_key).await,
+        StatusCode::CREATED
+    );
+    error_body(
+        app.admin_get("/admin/v1/workspaces/no-such-workspace/api-keys")
+            .await,
+        StatusCode::NOT_FOUND,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_revoked_through_another_server_stops_working_there_within_the_cache_time() {
+    let first = spawn_app().await;
+    let second = crate::helpers::start_server(&first.database_url, |config| {
+        config.api_key_cache_secs = 1;
+    })
+    .await;
+    // The second server has the key in its cache.
+    assert_eq!(
+        start_with(&second, WORKSPACE, PROCESS, &first.api_key).await,
+        StatusCode::CREATED
+    );
+    let key_id = listed_keys(&first, WORKSPACE).await[0]["id"]
+        .as_str()
+        .expect("id")
+        .to_owned();
+
+    assert_eq!(
+        revoke(&first, WORKSPACE, &key_id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+
+    let waited = std::time::Instant::now();
+    while start_with(&second, WORKSPACE, PROCESS, &first.api_key).await != StatusCode::UNAUTHORIZED
+    {
+        assert!(
+            waited.elapsed() < std::time::Duration::from_secs(20),
+            "the revoked key still works on the other server"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_revoked_bootstrap_key_stays_revoked_after_a_restart_with_the_same_file() {
+    let database_url = crate::helpers::fresh_database_url().await;
+    let bootstrap = || {
+        Some(std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/bootstrap.json"
+        )))
+    };
+    let demo_key = "demo-api-key-change-me-0123456789";
+    let app = crate::helpers::start_server(&database_url, |config| {
+        config.bootstrap_file = bootstrap();
+    })
+    .await;
+    let keys = listed_keys(&app, "demo-workspace").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    let key_id = keys[0]["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        revoke(&app, "demo-workspace", &key_id).await.status(),
+        StatusCode::NO_CONTENT
+    );
+    app.stop().await;
+
+    let restarted = crate::helpers::start_server(&database_url, |config| {
+        config.bootstrap_file = bootstrap();
+    })
+    .await;
+
+    assert_eq!(
+        start_with(&restarted, "demo-workspace", "kyb-onboarding", demo_key).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let keys = listed_keys(&restarted, "demo-workspace").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(keys[0]["revokedAt"].as_i64().is_some(), "{keys:?}");
+}

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use crate::helpers::{ADMIN_TOKEN, PROCESS, TestApp, WORKSPACE, guide_process, spawn_app};
 
 /// Every route the server answers, as the document must list it.
-const ROUTES: [(&str, &str); 21] = [
+const ROUTES: [(&str, &str); 23] = [
     ("get", "/healthz"),
     ("get", "/readyz"),
     (
@@ -21,6 +21,11 @@ const ROUTES: [(&str, &str); 21] = [
     ("get", "/v2/public/executions"),
     ("put", "/admin/v1/workspaces/{workspaceId}"),
     ("post", "/admin/v1/workspaces/{workspaceId}/api-keys"),
+    ("get", "/admin/v1/workspaces/{workspaceId}/api-keys"),
+    (
+        "delete",
+        "/admin/v1/workspaces/{workspaceId}/api-keys/{keyId}",
+    ),
     (
         "put",
         "/admin/v1/workspaces/{workspaceId}/processes/{processId}",
@@ -296,9 +301,22 @@ async fn answers_of_a_whole_flow_match_the_documented_schemas() {
     let key = app
         .admin_request(Method::POST, &format!("{ws}/api-keys"), None)
         .await;
-    contract
+    let key = contract
         .check("post", "/admin/v1/workspaces/{workspaceId}/api-keys", key)
         .await;
+    let keys = app
+        .admin_request(Method::GET, &format!("{ws}/api-keys"), None)
+        .await;
+    contract
+        .check("get", "/admin/v1/workspaces/{workspaceId}/api-keys", keys)
+        .await;
+    let revoke_path = "/admin/v1/workspaces/{workspaceId}/api-keys/{keyId}";
+    for id in [key["id"].as_str().expect("key id"), "unknown"] {
+        let revoked = app
+            .admin_request(Method::DELETE, &format!("{ws}/api-keys/{id}"), None)
+            .await;
+        contract.check("delete", revoke_path, revoked).await;
+    }
     let process_path = "/admin/v1/workspaces/{workspaceId}/processes/{processId}";
     let timed = app
         .admin_request(

@@ -24,9 +24,9 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    ApiKeyRecord, Backend, Change, Decide, DecideStart, ExecutionSnapshot, IdempotencyBegin,
-    IdempotencyClaim, IdempotencyTimes, IdempotentResponse, LockedExecution, NewEvent,
-    NewExecution, PoolStats, ProcessPut, ProcessRecord, StartContext, Store, StoreError,
+    ApiKeyRecord, ApiKeySummary, Backend, Change, Decide, DecideStart, ExecutionSnapshot,
+    IdempotencyBegin, IdempotencyClaim, IdempotencyTimes, IdempotentResponse, LockedExecution,
+    NewEvent, NewExecution, PoolStats, ProcessPut, ProcessRecord, StartContext, Store, StoreError,
     StoreOptions, parse_fields, parse_status,
 };
 use crate::engine::model::{Customer, Event, Execution};
@@ -63,6 +63,11 @@ fn migrator() -> Migrator {
             20261203000004,
             "waiting_index",
             include_str!("../../../migrations/sqlite/20261203000004_waiting_index.sql"),
+        ),
+        migration(
+            20261203000005,
+            "api_key_revocation",
+            include_str!("../../../migrations/sqlite/20261203000005_api_key_revocation.sql"),
         ),
     ])
 }
@@ -369,11 +374,13 @@ impl Store for SqliteStore {
     }
 
     async fn find_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
-        let row =
-            sqlx::query("select id, workspace_id, key_hash from api_keys where key_hash = ?1")
-                .bind(key_hash)
-                .fetch_optional(&self.reader)
-                .await?;
+        let row = sqlx::query(
+            r#"select id, workspace_id, key_hash from api_keys
+                   where key_hash = ?1 and revoked_at_ms is null"#,
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.reader)
+        .await?;
         row.map(|row| {
             Ok(ApiKeyRecord {
                 id: uuid_column(&row, "id")?,
@@ -382,6 +389,43 @@ impl Store for SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn list_api_keys(&self, workspace_id: &str) -> Result<Vec<ApiKeySummary>, StoreError> {
+        let rows = sqlx::query(
+            r#"select id, created_at_ms, revoked_at_ms from api_keys
+               where workspace_id = ?1 order by created_at_ms, id"#,
+        )
+        .bind(workspace_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ApiKeySummary {
+                    id: uuid_column(row, "id")?,
+                    created_at_ms: row.try_get("created_at_ms")?,
+                    revoked_at_ms: row.try_get("revoked_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        workspace_id: &str,
+        id: Uuid,
+    ) -> Result<Option<String>, StoreError> {
+        let hash = sqlx::query_scalar(
+            r#"update api_keys set revoked_at_ms =
+                   coalesce(revoked_at_ms, cast(unixepoch('subsec') * 1000 as integer))
+               where workspace_id = ?1 and id = ?2
+               returning key_hash"#,
+        )
+        .bind(workspace_id)
+        .bind(id.to_string())
+        .fetch_optional(&self.writer)
+        .await?;
+        Ok(hash)
     }
 
     async fn put_process(
