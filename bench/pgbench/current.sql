@@ -1,8 +1,6 @@
--- GET /v2/public/actions/{token}: PostgresStore::load_execution (one statement, no transaction).
-select e.id, e.workspace_id, e.process_id, e.process_version, e.spektr_id,
-       e.token, e.status, e.step_index, e.deadline_ms, e.outcome,
-       v.definition, now_ms() as now_ms
-from executions e
-join process_versions v on v.workspace_id = e.workspace_id
-     and v.process_id = e.process_id and v.version = e.process_version
-where e.token = :run || '-' || :n;
+-- GET /v2/public/actions/{token}: PostgresStore::load_execution (one statement, no transaction;
+-- the definition comes from the engine's cache of stored versions).
+select id, workspace_id, process_id, process_version, spektr_id,
+       token, status, step_index, deadline_ms, outcome, now_ms() as now_ms
+from executions
+where token = :run || '-' || :n;

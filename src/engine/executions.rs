@@ -181,12 +181,7 @@ impl Engine {
             .filter(|snapshot| snapshot.execution.workspace_id == workspace_id)
             .ok_or(EngineError::NotFound("execution"))?;
         let execution = snapshot.execution;
-        let definition = self.definition(
-            &execution.workspace_id,
-            &execution.process_id,
-            execution.process_version,
-            &snapshot.definition,
-        )?;
+        let definition = self.stored_definition(&execution).await?;
         Ok(ExecutionView {
             execution,
             definition,

@@ -253,6 +253,32 @@ impl Engine {
         write(&self.definitions).insert(key, definition.clone());
         Ok(definition)
     }
+
+    /// The definition version `execution` runs, from the cache or else from the store.
+    async fn stored_definition(
+        &self,
+        execution: &model::Execution,
+    ) -> Result<Arc<ProcessDefinition>, EngineError> {
+        let key = (
+            execution.workspace_id.clone(),
+            execution.process_id.clone(),
+            execution.process_version,
+        );
+        if let Some(definition) = read(&self.definitions).get(&key) {
+            return Ok(definition.clone());
+        }
+        let stored = self
+            .store
+            .process_version(&key.0, &key.1, key.2)
+            .await?
+            .ok_or_else(|| {
+                EngineError::Internal(StoreError::Corrupt(format!(
+                    "execution {} runs a process version that is not stored",
+                    execution.id
+                )))
+            })?;
+        self.definition(&key.0, &key.1, key.2, &stored)
+    }
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

@@ -124,11 +124,10 @@ pub struct ProcessPut {
     pub version: i32,
 }
 
-/// An execution with the definition it runs and the database's current time.
+/// An execution and the database's current time.
 #[derive(Debug, Clone)]
 pub struct ExecutionSnapshot {
     pub execution: Execution,
-    pub definition: String,
     pub now_ms: i64,
 }
 
@@ -323,8 +322,17 @@ pub trait Store: OutboxStore {
         decide: DecideStart<'_>,
     ) -> Result<(), StoreError>;
 
-    /// An execution by token, unlocked, for reading.
+    /// An execution by token, unlocked, for reading. Its definition is not read: versions
+    /// never change, so the engine keeps them and asks `process_version` only once.
     async fn load_execution(&self, token: &str) -> Result<Option<ExecutionSnapshot>, StoreError>;
+
+    /// One stored version of a process definition.
+    async fn process_version(
+        &self,
+        workspace_id: &str,
+        process_id: &str,
+        version: i32,
+    ) -> Result<Option<String>, StoreError>;
 
     /// Locks the execution with this token and its customer, and applies what `decide`
     /// returns. Returns whether a change was committed; `NotFound` for an unknown token.

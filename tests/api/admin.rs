@@ -198,6 +198,16 @@ async fn a_changed_definition_applies_to_new_executions_only() {
         new["node"]["expectedFields"][0]["spektrDataField"],
         "vat_number"
     );
+
+    // A restarted server knows no definition yet and reads each version it is asked for.
+    let (database_url, api_key) = (app.database_url.clone(), app.api_key.clone());
+    app.stop().await;
+    let mut restarted = crate::helpers::start_server(&database_url, |_| {}).await;
+    restarted.api_key = api_key;
+    for (token, field) in [(&old_token, "company_name"), (&new_token, "vat_number")] {
+        let step = restarted.current_step_json(token).await;
+        assert_eq!(step["node"]["expectedFields"][0]["spektrDataField"], field);
+    }
 }
 
 #[tokio::test]

@@ -932,13 +932,10 @@ impl Store for PostgresStore {
 
     async fn load_execution(&self, token: &str) -> Result<Option<ExecutionSnapshot>, StoreError> {
         let row = sqlx::query(
-            r#"select e.id, e.workspace_id, e.process_id, e.process_version, e.spektr_id,
-                      e.token, e.status, e.step_index, e.deadline_ms, e.outcome,
-                      v.definition, now_ms() as now_ms
-               from executions e
-               join process_versions v on v.workspace_id = e.workspace_id
-                    and v.process_id = e.process_id and v.version = e.process_version
-               where e.token = $1"#,
+            r#"select id, workspace_id, process_id, process_version, spektr_id,
+                      token, status, step_index, deadline_ms, outcome, now_ms() as now_ms
+               from executions
+               where token = $1"#,
         )
         .bind(token)
         .fetch_optional(&self.pool)
@@ -946,11 +943,28 @@ impl Store for PostgresStore {
         row.map(|row| {
             Ok(ExecutionSnapshot {
                 execution: execution_from_row(&row)?,
-                definition: row.try_get("definition")?,
                 now_ms: row.try_get("now_ms")?,
             })
         })
         .transpose()
+    }
+
+    async fn process_version(
+        &self,
+        workspace_id: &str,
+        process_id: &str,
+        version: i32,
+    ) -> Result<Option<String>, StoreError> {
+        let definition = sqlx::query_scalar(
+            r#"select definition from process_versions
+               where workspace_id = $1 and process_id = $2 and version = $3"#,
+        )
+        .bind(workspace_id)
+        .bind(process_id)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(definition)
     }
 
     async fn advance_execution(&self, token: &str, decide: Decide<'_>) -> Result<bool, StoreError> {
