@@ -88,7 +88,7 @@ pub fn router(state: AppState, limits: HttpLimits) -> Router {
                 .into_response()
         }))
         .layer(middleware::from_fn(ensure_envelope))
-        .layer(middleware::from_fn(refuse_nul_in_uri))
+        .layer(middleware::from_fn(check_uri))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             limits.request_timeout,
@@ -161,7 +161,8 @@ async fn drop_unusable_request_id(mut request: Request, next: Next) -> Response 
 
 /// A percent-encoded NUL names nothing that can exist (ids, tokens and stored text never hold
 /// one), so such paths are unknown and such queries invalid, before any database sees them.
-async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+/// A query naming a parameter twice is refused too.
+async fn check_uri(request: Request, next: Next) -> Response {
     if request.uri().path().contains("%00") {
         return ApiError::not_found("No such route").into_response();
     }
@@ -173,7 +174,20 @@ async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
         return ApiError::bad_request("Query parameters must not contain the NUL character")
             .into_response();
     }
+    if let Some(name) = request.uri().query().and_then(repeated_parameter) {
+        return ApiError::bad_request(format!("Query parameter '{name}' is given more than once"))
+            .into_response();
+    }
     next.run(request).await
+}
+
+/// The first query parameter named twice (`limit=1&limit=2`): which one was meant is unclear.
+fn repeated_parameter(query: &str) -> Option<String> {
+    let mut seen = std::collections::HashSet::new();
+    url::form_urlencoded::parse(query.as_bytes())
+        .map(|(name, _)| name)
+        .find(|name| !seen.insert(name.clone()))
+        .map(|name| name.into_owned())
 }
 
 async fn unknown_route() -> ApiError {

@@ -268,3 +268,33 @@ async fn the_admin_token_is_refused_when_sent_twice() {
 
     error_body(response, StatusCode::UNAUTHORIZED).await;
 }
+
+#[tokio::test]
+async fn a_query_parameter_given_twice_is_refused() {
+    let app = spawn_app().await;
+    let (token, spektr_id) = pending_execution(&app).await;
+
+    let feed = app
+        .feed_raw(&app.api_key.clone(), "limit=1&limit=500")
+        .await;
+    let body = error_body(feed, StatusCode::BAD_REQUEST).await;
+    assert!(
+        body["message"].as_str().unwrap().contains("'limit'"),
+        "{body}"
+    );
+    let submit = app
+        .client
+        .post(app.url(&format!(
+            "/v3/public/actions/{token}?filledBy=ann&filled%42y=bob"
+        )))
+        .header("x-api-key", &app.api_key)
+        .json(&valid_payload())
+        .send()
+        .await
+        .expect("submit");
+    error_body(submit, StatusCode::BAD_REQUEST).await;
+    assert_untouched(&app, &token, &spektr_id).await;
+
+    let distinct = app.feed_raw(&app.api_key.clone(), "limit=1&after=0").await;
+    assert_eq!(distinct.status(), StatusCode::OK);
+}
