@@ -25,9 +25,12 @@ impl FromRequestParts<AppState> for Workspace {
             }
             (Some(value), None) => {
                 let key = value.to_str().map_err(|_| invalid_key())?;
-                // Both headers may carry the key, but not two different keys.
-                if parts.headers.contains_key(header::AUTHORIZATION)
-                    && bearer(parts)?.map(str::trim) != Some(key.trim())
+                // Both headers may carry the key, but not two different keys. Another scheme
+                // (a proxy's Basic credentials) is not ours to judge and is ignored.
+                if bearer(parts)
+                    .ok()
+                    .flatten()
+                    .is_some_and(|other| other != key.trim())
                 {
                     return Err(ApiError::unauthorized(
                         "'x-api-key' and 'Authorization' name different keys: send one",
