@@ -43,14 +43,23 @@ pub struct EngineOptions {
     pub api_key_cache_ttl: Duration,
 }
 
+/// API keys confirmed by the store: by hash, the workspace and when it was confirmed.
+#[derive(Default)]
+struct KeyCache {
+    entries: HashMap<String, (String, Instant)>,
+    /// Revocations made through this process so far; a lookup that overlapped one does not
+    /// cache its answer.
+    revocations: u64,
+}
+
 /// The process engine; cheap to share behind an `Arc`.
 pub struct Engine {
     store: Arc<dyn Store>,
     options: EngineOptions,
     /// Parsed definitions by (workspace, process, version); versions never change once stored.
     definitions: RwLock<HashMap<(String, String, i32), Arc<ProcessDefinition>>>,
-    /// Authenticated API keys by hash: the workspace, and when the store confirmed the key.
-    api_keys: RwLock<HashMap<String, (String, Instant)>>,
+    /// API keys this process has confirmed recently.
+    api_keys: RwLock<KeyCache>,
     /// Rung when a new deadline is stored, so the sweeper can sleep until the earliest.
     alarm: Arc<sweeper::Alarm>,
 }
@@ -62,7 +71,7 @@ impl Engine {
             store,
             options,
             definitions: RwLock::new(HashMap::new()),
-            api_keys: RwLock::new(HashMap::new()),
+            api_keys: RwLock::new(KeyCache::default()),
             alarm: Arc::new(sweeper::Alarm::new()),
         }
     }
@@ -82,9 +91,11 @@ impl Engine {
     pub async fn put_workspace(&self, id: &str, name: &str) -> Result<bool, EngineError> {
         check_id("workspaceId", id)?;
         let name = name.trim();
-        if name.is_empty() || name.len() > 255 {
+        if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
             return Err(EngineError::InvalidInput(
-                "'name' must be a non-empty string of at most 255 bytes".to_owned(),
+                "'name' must be a non-empty string of at most 255 bytes without control \
+                 characters"
+                    .to_owned(),
             ));
         }
         Ok(self.store.put_workspace(id, name).await?)
@@ -117,23 +128,33 @@ impl Engine {
     /// The workspace an API key belongs to, if the key is valid.
     pub async fn authenticate(&self, key: &str) -> Result<Option<String>, EngineError> {
         let hash = keys::hash(key);
-        if let Some((workspace, confirmed)) = read(&self.api_keys).get(&hash)
-            && confirmed.elapsed() < self.options.api_key_cache_ttl
-        {
-            return Ok(Some(workspace.clone()));
-        }
+        let revocations = {
+            let cache = read(&self.api_keys);
+            if let Some((workspace, confirmed)) = cache.entries.get(&hash)
+                && confirmed.elapsed() < self.options.api_key_cache_ttl
+            {
+                return Ok(Some(workspace.clone()));
+            }
+            cache.revocations
+        };
         let Some(record) = self.store.find_api_key(&hash).await? else {
-            write(&self.api_keys).remove(&hash);
+            write(&self.api_keys).entries.remove(&hash);
             return Ok(None);
         };
         if !keys::hashes_match(&record.key_hash, &hash) {
             return Ok(None);
         }
         let mut cache = write(&self.api_keys);
-        if cache.len() >= 10_000 {
-            cache.clear();
+        // A revocation that committed while this lookup ran may have read the key as valid
+        // before it; caching that answer would outlive the revocation.
+        if cache.revocations == revocations {
+            if cache.entries.len() >= 10_000 {
+                cache.entries.clear();
+            }
+            cache
+                .entries
+                .insert(hash, (record.workspace_id.clone(), Instant::now()));
         }
-        cache.insert(hash, (record.workspace_id.clone(), Instant::now()));
         Ok(Some(record.workspace_id))
     }
 
@@ -154,7 +175,9 @@ impl Engine {
             .revoke_api_key(workspace_id, id)
             .await?
             .ok_or(EngineError::NotFound("API key"))?;
-        write(&self.api_keys).remove(&hash);
+        let mut cache = write(&self.api_keys);
+        cache.revocations += 1;
+        cache.entries.remove(&hash);
         Ok(())
     }
 

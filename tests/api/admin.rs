@@ -40,7 +40,7 @@ async fn workspaces_are_created_then_updated_idempotently() {
 }
 
 #[tokio::test]
-async fn a_workspace_body_with_unknown_properties_is_refused() {
+async fn a_workspace_body_with_unknown_properties_or_a_control_character_is_refused() {
     let app = spawn_app().await;
     let path = "/admin/v1/workspaces/acme";
     app.admin_put(path, json!({"name": "Acme"})).await;
@@ -48,6 +48,7 @@ async fn a_workspace_body_with_unknown_properties_is_refused() {
     for body in [
         json!({"name": "Acme 2", "apiKeys": ["k"]}),
         json!(["Acme 2"]),
+        json!({"name": "Acme\nInc"}),
     ] {
         let response = app
             .client
@@ -589,4 +590,59 @@ async fn a_revoked_bootstrap_key_stays_revoked_after_a_restart_with_the_same_fil
     let keys = listed_keys(&restarted, "demo-workspace").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert!(keys[0]["revokedAt"].as_i64().is_some(), "{keys:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_key_revoked_during_its_first_uses_is_refused_once_the_revocation_answers() {
+    // A long cache time: a use that read the key just before the revocation committed must
+    // not leave it cached as valid.
+    let app = spawn_app_with(|config| config.api_key_cache_secs = 3600).await;
+    let uses = |key: String| {
+        let app = &app;
+        async move {
+            app.client
+                .get(app.url("/v2/public/events?limit=1"))
+                .header("x-api-key", key)
+                .send()
+                .await
+                .expect("feed")
+                .status()
+        }
+    };
+
+    for round in 0..100 {
+        let created: Value = app
+            .admin_request(
+                reqwest::Method::POST,
+                &format!("/admin/v1/workspaces/{WORKSPACE}/api-keys"),
+                None,
+            )
+            .await
+            .json()
+            .await
+            .expect("json");
+        let key = created["key"].as_str().expect("key").to_owned();
+        let id = created["id"].as_str().expect("id").to_owned();
+
+        let (statuses, revoked) = tokio::join!(
+            futures::future::join_all((0..16).map(|_| uses(key.clone()))),
+            async {
+                tokio::time::sleep(std::time::Duration::from_millis(round % 3)).await;
+                revoke(&app, WORKSPACE, &id).await.status()
+            }
+        );
+
+        assert_eq!(revoked, StatusCode::NO_CONTENT);
+        assert!(
+            statuses
+                .iter()
+                .all(|status| [StatusCode::OK, StatusCode::UNAUTHORIZED].contains(status)),
+            "{statuses:?}"
+        );
+        assert_eq!(
+            uses(key).await,
+            StatusCode::UNAUTHORIZED,
+            "round {round}: the revoked key still works"
+        );
+    }
 }
