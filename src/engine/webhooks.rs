@@ -28,9 +28,12 @@ pub struct NewEndpoint {
 }
 
 impl Engine {
+    /// Checks an endpoint's URL and event types, and rewrites the URL in the form it was
+    /// parsed to (`http://a\@b/` is stored as `http://a/@b/`), so that what listings show is
+    /// where deliveries go.
     fn check_endpoint(
         &self,
-        url: Option<&str>,
+        url: Option<&mut String>,
         event_types: Option<&Vec<String>>,
     ) -> Result<(), EngineError> {
         if let Some(url) = url {
@@ -39,10 +42,17 @@ impl Engine {
                     "'url' is longer than 2048 bytes".into(),
                 ));
             }
-            self.options
+            let parsed = self
+                .options
                 .hosts
                 .check(url)
                 .map_err(EngineError::InvalidInput)?;
+            if parsed.as_str().len() > 2048 {
+                return Err(EngineError::InvalidInput(
+                    "'url' is longer than 2048 bytes once normalised".into(),
+                ));
+            }
+            *url = parsed.into();
         }
         if let Some(types) = event_types
             && let Some(unknown) = types
@@ -63,7 +73,7 @@ impl Engine {
         workspace_id: &str,
         mut new: NewEndpoint,
     ) -> Result<Endpoint, EngineError> {
-        self.check_endpoint(Some(&new.url), new.event_types.as_ref())?;
+        self.check_endpoint(Some(&mut new.url), new.event_types.as_ref())?;
         if let Some(types) = new.event_types.as_mut() {
             dedupe(types);
         }
@@ -114,7 +124,7 @@ impl Engine {
     ) -> Result<Endpoint, EngineError> {
         let id = parse_id(id, "webhook")?;
         self.check_endpoint(
-            patch.url.as_deref(),
+            patch.url.as_mut(),
             patch.event_types.as_ref().and_then(Option::as_ref),
         )?;
         if let Some(Some(types)) = patch.event_types.as_mut() {

@@ -170,6 +170,30 @@ async fn an_endpoint_is_registered_listed_read_updated_and_deleted() {
 }
 
 #[tokio::test]
+async fn an_endpoint_url_is_stored_as_it_was_parsed_so_listings_show_where_deliveries_go() {
+    let app = spawn_app().await;
+
+    // A backslash is a path separator in http URLs: this host is 127.0.0.1, not evil.example.
+    let created = app
+        .create_webhook(json!({"url": "HTTP://127.0.0.1:9\\@evil.example/h"}))
+        .await;
+    assert_eq!(created["url"], "http://127.0.0.1:9/@evil.example/h");
+    let id = text(&created["id"]);
+    let read: Value = app
+        .admin_get(&format!("{}/{id}", webhooks_path(WORKSPACE)))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(read["url"], "http://127.0.0.1:9/@evil.example/h");
+
+    let updated = app
+        .patch_webhook(&id, json!({"url": "http://LOCALHOST:80/a/../b?x=1"}))
+        .await;
+    assert_eq!(updated["url"], "http://localhost/b?x=1");
+}
+
+#[tokio::test]
 async fn invalid_urls_and_unknown_event_types_are_refused_with_400() {
     let app = spawn_app().await;
     let path = webhooks_path(WORKSPACE);
