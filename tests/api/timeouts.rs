@@ -291,12 +291,18 @@ async fn wait_for_timed_out_events(database_url: &str, expected: usize) -> (i64,
 #[tokio::test]
 async fn a_new_short_deadline_wakes_a_sleeping_sweeper() {
     // The sweeper's regular pass is a minute away, so only the wake-up can time the step
-    // out within the wait below: in-process on SQLite, across processes on Postgres.
+    // out within the wait below: in-process on SQLite, across processes on Postgres. Every
+    // process has the same interval, as the README asks: a writer announces the deadlines
+    // due sooner than its own interval.
     let sweeper_interval = |config: &mut spektr_server::config::Config| {
         config.sweeper_interval_ms = 60_000;
     };
     let (app, _sweeping_replica) = if on_postgres() {
-        let app = spawn_app_with(|config| config.sweeper_enabled = false).await;
+        let app = spawn_app_with(|config| {
+            sweeper_interval(config);
+            config.sweeper_enabled = false;
+        })
+        .await;
         let replica = start_server(&app.database_url, sweeper_interval).await;
         (app, Some(replica))
     } else {
