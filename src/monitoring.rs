@@ -80,7 +80,22 @@ fn install() -> Result<PrometheusHandle, String> {
     let handle = recorder.handle();
     metrics::set_global_recorder(recorder).map_err(|error| error.to_string())?;
     describe();
+    register_at_zero();
     Ok(handle)
+}
+
+/// Creates every series whose labels are known in advance, so that a fresh server already
+/// exports them (at zero) and alerts and rates work before the first event. Completions are
+/// labelled by the outcomes that definitions name, so they appear with their first one.
+fn register_at_zero() {
+    counter!(EXECUTIONS_STARTED).increment(0);
+    for trigger in ["sweeper", "submit"] {
+        counter!(TIMEOUTS, "trigger" => trigger).increment(0);
+    }
+    for outcome in WEBHOOK_OUTCOMES {
+        counter!(WEBHOOK_ATTEMPTS, "outcome" => *outcome).increment(0);
+    }
+    let _registered = histogram!(SWEEPER_LATENESS);
 }
 
 fn describe() {
@@ -164,8 +179,11 @@ pub fn step_timed_out(trigger: TimeoutTrigger) {
     }
 }
 
-/// Records one webhook attempt: `success`, `retry` (failed, tried again later) or `failed`
-/// (failed, and the retry schedule is used up).
+/// The outcomes of a webhook attempt: it succeeded; it failed and is tried again later; it
+/// failed and the retry schedule is used up.
+pub const WEBHOOK_OUTCOMES: &[&str] = &["success", "retry", "failed"];
+
+/// Records one webhook attempt, with one of `WEBHOOK_OUTCOMES`.
 pub fn webhook_attempt(outcome: &'static str) {
     counter!(WEBHOOK_ATTEMPTS, "outcome" => outcome).increment(1);
 }

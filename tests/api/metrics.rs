@@ -13,7 +13,8 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::{
-    PROCESS, TestApp, error_body, guide_process, on_postgres, spawn_app, spawn_app_with,
+    PROCESS, TestApp, error_body, free_local_address, guide_process, on_postgres, spawn_app,
+    spawn_app_with, spawn_server_process, wait_until_serving,
 };
 use crate::receiver::Receiver;
 
@@ -66,6 +67,14 @@ impl Scraped {
             .unwrap_or(0.0)
     }
 
+    fn has(&self, name: &str, labels: &[(&str, &str)]) -> bool {
+        let labels = labels
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), (*value).to_owned()))
+            .collect();
+        self.samples.contains_key(&(name.to_owned(), labels))
+    }
+
     fn requests(&self, route: &str, method: &str, status: &str) -> f64 {
         let labels = [("route", route), ("method", method), ("status", status)];
         self.value("spektr_http_requests_total", &labels)
@@ -78,12 +87,11 @@ impl Scraped {
 }
 
 async fn scrape(app: &TestApp) -> Scraped {
-    let response = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics");
+    scrape_url(&app.client, &app.url("/metrics")).await
+}
+
+async fn scrape_url(client: &reqwest::Client, url: &str) -> Scraped {
+    let response = client.get(url).send().await.expect("metrics");
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response.headers()["content-type"].to_str().expect("text");
     assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
@@ -93,9 +101,18 @@ async fn scrape(app: &TestApp) -> Scraped {
 /// Scrapes until `done` holds (bounded): counters of background work (the sweeper, webhook
 /// attempts) move just after the change they count is visible through the API.
 async fn scrape_until(app: &TestApp, what: &str, done: impl Fn(&Scraped) -> bool) -> Scraped {
+    scrape_url_until(&app.client, &app.url("/metrics"), what, done).await
+}
+
+async fn scrape_url_until(
+    client: &reqwest::Client,
+    url: &str,
+    what: &str,
+    done: impl Fn(&Scraped) -> bool,
+) -> Scraped {
     let started = Instant::now();
     loop {
-        let scraped = scrape(app).await;
+        let scraped = scrape_url(client, url).await;
         if done(&scraped) {
             return scraped;
         }
@@ -205,6 +222,70 @@ async fn paths_that_match_no_route_share_one_label_and_never_appear() {
     let unmatched = |s: &Scraped| s.requests("unmatched", "GET", "404");
     assert!(unmatched(&after) - unmatched(&before) >= 2.0);
     assert!(!after.text.contains("secret-path"), "{}", after.text);
+}
+
+#[tokio::test]
+async fn a_fresh_server_process_exports_its_series_at_zero_then_counts_exactly() {
+    // A server process of its own: no other test's traffic reaches its counters, so they
+    // must start at zero and end at exactly what this test did.
+    let app = spawn_app_with(|config| config.sweeper_enabled = false).await;
+    let (_, review) = put_process_with_unique_outcomes(&app, Some(0.2)).await;
+    let address = free_local_address();
+    let _server = spawn_server_process(&app.database_url, &address, &[]);
+    let base = format!("http://{address}");
+    wait_until_serving(&app.client, &base).await;
+    let metrics = format!("{base}/metrics");
+
+    let fresh = scrape_url(&app.client, &metrics).await;
+    let zero_series: [(&str, &[(&str, &str)]); 8] = [
+        ("spektr_executions_started_total", &[]),
+        ("spektr_timeouts_total", &[("trigger", "sweeper")]),
+        ("spektr_timeouts_total", &[("trigger", "submit")]),
+        ("spektr_webhook_attempts_total", &[("outcome", "success")]),
+        ("spektr_webhook_attempts_total", &[("outcome", "retry")]),
+        ("spektr_webhook_attempts_total", &[("outcome", "failed")]),
+        ("spektr_sweeper_lateness_seconds_count", &[]),
+        ("spektr_steps_waiting", &[]),
+    ];
+    for (name, labels) in zero_series {
+        assert!(
+            fresh.has(name, labels),
+            "{name} {labels:?} missing:\n{}",
+            fresh.text
+        );
+        assert_eq!(fresh.value(name, labels), 0.0, "{name} {labels:?}");
+    }
+
+    for reference in ["customer-1", "customer-2"] {
+        let response = app
+            .client
+            .post(format!("{base}{}", TestApp::start_path(PROCESS)))
+            .header("x-api-key", &app.api_key)
+            .json(&json!({"data": {"reference": reference}}))
+            .send()
+            .await
+            .expect("start");
+        assert_eq!(response.status(), StatusCode::CREATED);
+    }
+    let done = |s: &Scraped| s.value("spektr_executions_completed_total", &[("outcome", &review)]);
+    let after = scrape_url_until(&app.client, &metrics, "both timeouts", |s| done(s) >= 2.0).await;
+
+    assert_eq!(done(&after), 2.0);
+    assert_eq!(after.value("spektr_executions_started_total", &[]), 2.0);
+    assert_eq!(
+        after.value("spektr_timeouts_total", &[("trigger", "sweeper")]),
+        2.0
+    );
+    assert_eq!(
+        after.value("spektr_timeouts_total", &[("trigger", "submit")]),
+        0.0
+    );
+    assert_eq!(
+        after.value("spektr_sweeper_lateness_seconds_count", &[]),
+        2.0
+    );
+    assert_eq!(after.requests(START_ROUTE, "POST", "201"), 2.0);
+    assert_eq!(after.value("spektr_steps_waiting", &[]), 0.0);
 }
 
 #[tokio::test]
