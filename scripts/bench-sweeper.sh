@@ -213,9 +213,11 @@ with c as (
     from generate_series($from, $from + $count - 1) g
     returning spektr_id, reference)
 insert into executions (id, workspace_id, process_id, process_version, spektr_id, token,
-                        status, step_index, deadline_ms)
+                        token_hash, status, step_index, deadline_ms)
 select gen_random_uuid(), '$workspace', '$process', $version, c.spektr_id,
-       'bench-token-' || c.reference, 'pending', 0, $deadline
+       'bench-token-' || c.reference,
+       encode(sha256(convert_to('bench-token-' || c.reference, 'UTF8')), 'hex'),
+       'pending', 0, $deadline
 from c;
 EOF
 }

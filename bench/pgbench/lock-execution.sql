@@ -8,5 +8,5 @@ from executions e
 join customers c on c.spektr_id = e.spektr_id
 join process_versions v on v.workspace_id = e.workspace_id
      and v.process_id = e.process_id and v.version = e.process_version
-where e.token = :run || '-' || :n
+where e.token_hash = encode(sha256(convert_to(:run || '-' || :n, 'UTF8')), 'hex')
 for update of e, c \gset x_

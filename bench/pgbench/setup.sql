@@ -17,9 +17,9 @@ with c as (
     from generate_series(1, :rows) g
     returning spektr_id, reference)
 insert into executions (id, workspace_id, process_id, process_version, spektr_id, token,
-                        status, step_index, deadline_ms)
-select bench_uuid7(), :'ws', :'process', :version, c.spektr_id, c.reference, 'pending', 0,
-       now_ms() + 1800000
+                        token_hash, status, step_index, deadline_ms)
+select bench_uuid7(), :'ws', :'process', :version, c.spektr_id, c.reference,
+       encode(sha256(convert_to(c.reference, 'UTF8')), 'hex'), 'pending', 0, now_ms() + 1800000
 from c;
 commit;
 vacuum analyze;

@@ -17,10 +17,10 @@ set fields = customers.fields || excluded.fields, updated_at_ms = now_ms()
 returning spektr_id, fields::text as fields, now_ms() as now_ms \gset x_
 \set deadline :x_now_ms + 1800000
 insert into executions
-(id, workspace_id, process_id, process_version, spektr_id, token, status,
+(id, workspace_id, process_id, process_version, spektr_id, token, token_hash, status,
  step_index, deadline_ms, outcome)
-values (bench_uuid7(), :ws, :process, :version, :x_spektr_id, :run || '-' || :n, 'pending',
-        0, :deadline, null)
+values (bench_uuid7(), :ws, :process, :version, :x_spektr_id, :run || '-' || :n,
+        encode(sha256(convert_to(:run || '-' || :n, 'UTF8')), 'hex'), 'pending', 0, :deadline, null)
 returning id \gset x_
 -- include events.sql as start_
 commit;

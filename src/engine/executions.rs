@@ -103,9 +103,11 @@ impl Engine {
             process.version,
             &process.definition,
         )?;
+        let token = keys::token();
         let new = NewExecution {
             id: Uuid::now_v7(),
-            token: keys::token(),
+            token_hash: keys::hash(&token),
+            token,
             workspace_id: command.workspace_id.clone(),
             process_id: command.process_id.clone(),
             process_version: process.version,
@@ -175,9 +177,8 @@ impl Engine {
     ) -> Result<ExecutionView, EngineError> {
         let snapshot = self
             .store
-            .load_execution(token)
+            .load_execution(&keys::hash(token))
             .await?
-            .filter(|snapshot| keys::tokens_match(&snapshot.execution.token, token))
             .filter(|snapshot| snapshot.execution.workspace_id == workspace_id)
             .ok_or(EngineError::NotFound("execution"))?;
         let execution = snapshot.execution;
@@ -207,7 +208,7 @@ impl Engine {
         };
         let committed = match self
             .store
-            .advance_execution(&command.token, &mut decide)
+            .advance_execution(&keys::hash(&command.token), &mut decide)
             .await
         {
             Err(StoreError::NotFound) => {
@@ -238,9 +239,7 @@ impl Engine {
         claim: Option<&IdempotencyClaim>,
     ) -> (Result<Option<i64>, EngineError>, Option<Change>) {
         let execution = &locked.execution;
-        if execution.workspace_id != command.workspace_id
-            || !keys::tokens_match(&execution.token, &command.token)
-        {
+        if execution.workspace_id != command.workspace_id {
             return (Err(EngineError::NotFound("execution")), None);
         }
         let definition = match self.locked_definition(locked) {

@@ -1,5 +1,7 @@
-//! Secrets: API keys (stored only as SHA-256 hashes) and execution tokens. Both carry 256
-//! random bits, so a fast hash is enough, and comparisons run in constant time.
+//! Secrets: API keys (stored only as SHA-256 hashes) and execution tokens (found by their
+//! SHA-256). Both carry 256 random bits, so a fast hash is enough. Neither is ever compared
+//! byte by byte as presented: the database looks up hashes, whose timing tells nothing
+//! about the secret, and the last check of a key's hash runs in constant time.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,7 +38,8 @@ fn random_text() -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The stored form of an API key.
+/// The stored form of an API key, and the form an execution token is looked up by: SHA-256
+/// in lowercase hex.
 pub fn hash(key: &str) -> String {
     let digest = Sha256::digest(key.as_bytes());
     digest.iter().map(|byte| format!("{byte:02x}")).collect()
@@ -44,11 +47,6 @@ pub fn hash(key: &str) -> String {
 
 /// Compares two key hashes in constant time.
 pub fn hashes_match(stored: &str, given: &str) -> bool {
-    stored.as_bytes().ct_eq(given.as_bytes()).into()
-}
-
-/// Compares a stored token with a presented one in constant time.
-pub fn tokens_match(stored: &str, given: &str) -> bool {
     stored.as_bytes().ct_eq(given.as_bytes()).into()
 }
 

@@ -10,7 +10,7 @@ pub mod sweeper;
 pub mod transition;
 pub mod webhooks;
 
-mod keys;
+pub(crate) mod keys;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};

@@ -152,6 +152,8 @@ pub struct StartContext {
 pub struct NewExecution {
     pub id: Uuid,
     pub token: String,
+    /// What the execution is found by (see `engine::keys::hash`).
+    pub token_hash: String,
     pub workspace_id: String,
     pub process_id: String,
     pub process_version: i32,
@@ -322,9 +324,12 @@ pub trait Store: OutboxStore {
         decide: DecideStart<'_>,
     ) -> Result<(), StoreError>;
 
-    /// An execution by token, unlocked, for reading. Its definition is not read: versions
+    /// An execution by its token's hash, unlocked, for reading. Its definition is not read: versions
     /// never change, so the engine keeps them and asks `process_version` only once.
-    async fn load_execution(&self, token: &str) -> Result<Option<ExecutionSnapshot>, StoreError>;
+    async fn load_execution(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<ExecutionSnapshot>, StoreError>;
 
     /// One stored version of a process definition.
     async fn process_version(
@@ -334,9 +339,14 @@ pub trait Store: OutboxStore {
         version: i32,
     ) -> Result<Option<String>, StoreError>;
 
-    /// Locks the execution with this token and its customer, and applies what `decide`
-    /// returns. Returns whether a change was committed; `NotFound` for an unknown token.
-    async fn advance_execution(&self, token: &str, decide: Decide<'_>) -> Result<bool, StoreError>;
+    /// Locks the execution whose token has this hash and its customer, and applies what
+    /// `decide` returns. Returns whether a change was committed; `NotFound` for an unknown
+    /// token.
+    async fn advance_execution(
+        &self,
+        token_hash: &str,
+        decide: Decide<'_>,
+    ) -> Result<bool, StoreError>;
 
     /// Locks up to `limit` pending executions whose deadline has passed (skipping any that
     /// another transaction holds) and applies what `decide` returns for each, in one

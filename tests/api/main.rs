@@ -14,5 +14,6 @@ mod openapi;
 mod outage;
 mod receiver;
 mod timeouts;
+mod tokens;
 mod validation;
 mod webhooks;

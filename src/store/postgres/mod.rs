@@ -74,6 +74,11 @@ fn migrator() -> Migrator {
             "api_key_revocation",
             include_str!("../../../migrations/postgres/20261203000005_api_key_revocation.sql"),
         ),
+        migration(
+            20261204000006,
+            "token_hash",
+            include_str!("../../../migrations/postgres/20261204000006_token_hash.sql"),
+        ),
     ])
 }
 
@@ -370,9 +375,9 @@ impl PostgresStore {
 
         sqlx::query(
             r#"insert into executions
-               (id, workspace_id, process_id, process_version, spektr_id, token, status,
-                step_index, deadline_ms, outcome)
-               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+               (id, workspace_id, process_id, process_version, spektr_id, token, token_hash,
+                status, step_index, deadline_ms, outcome)
+               values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"#,
         )
         .bind(new.id)
         .bind(&new.workspace_id)
@@ -380,6 +385,7 @@ impl PostgresStore {
         .bind(new.process_version)
         .bind(context.customer.spektr_id)
         .bind(&new.token)
+        .bind(&new.token_hash)
         .bind(change.status.as_str())
         .bind(change.step_index)
         .bind(change.deadline_ms)
@@ -409,7 +415,7 @@ impl PostgresStore {
         Ok(())
     }
 
-    async fn advance_once(&self, token: &str, decide: Decide<'_>) -> Result<bool, StoreError> {
+    async fn advance_once(&self, token_hash: &str, decide: Decide<'_>) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             r#"select e.id, e.workspace_id, e.process_id, e.process_version, e.spektr_id,
@@ -420,10 +426,10 @@ impl PostgresStore {
                join customers c on c.spektr_id = e.spektr_id
                join process_versions v on v.workspace_id = e.workspace_id
                     and v.process_id = e.process_id and v.version = e.process_version
-               where e.token = $1
+               where e.token_hash = $1
                for update of e, c"#,
         )
-        .bind(token)
+        .bind(token_hash)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
@@ -930,14 +936,17 @@ impl Store for PostgresStore {
         }
     }
 
-    async fn load_execution(&self, token: &str) -> Result<Option<ExecutionSnapshot>, StoreError> {
+    async fn load_execution(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<ExecutionSnapshot>, StoreError> {
         let row = sqlx::query(
             r#"select id, workspace_id, process_id, process_version, spektr_id,
                       token, status, step_index, deadline_ms, outcome, now_ms() as now_ms
                from executions
-               where token = $1"#,
+               where token_hash = $1"#,
         )
-        .bind(token)
+        .bind(token_hash)
         .fetch_optional(&self.pool)
         .await?;
         row.map(|row| {
@@ -967,10 +976,14 @@ impl Store for PostgresStore {
         Ok(definition)
     }
 
-    async fn advance_execution(&self, token: &str, decide: Decide<'_>) -> Result<bool, StoreError> {
+    async fn advance_execution(
+        &self,
+        token_hash: &str,
+        decide: Decide<'_>,
+    ) -> Result<bool, StoreError> {
         let mut attempt = 0;
         loop {
-            match self.advance_once(token, decide).await {
+            match self.advance_once(token_hash, decide).await {
                 Err(error) if is_retryable(&error) && attempt + 1 < RETRIES => attempt += 1,
                 other => return other,
             }

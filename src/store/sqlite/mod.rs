@@ -29,6 +29,7 @@ use super::{
     NewEvent, NewExecution, PoolStats, ProcessPut, ProcessRecord, StartContext, Store, StoreError,
     StoreOptions, parse_fields, parse_status,
 };
+use crate::engine::keys;
 use crate::engine::model::{Customer, Event, Execution};
 
 /// SQLite-backed store.
@@ -69,6 +70,11 @@ fn migrator() -> Migrator {
             "api_key_revocation",
             include_str!("../../../migrations/sqlite/20261203000005_api_key_revocation.sql"),
         ),
+        migration(
+            20261204000006,
+            "token_hash",
+            include_str!("../../../migrations/sqlite/20261204000006_token_hash.sql"),
+        ),
     ])
 }
 
@@ -92,6 +98,7 @@ impl SqliteStore {
             .connect_with(connect.clone())
             .await?;
         migrator().run(&writer).await?;
+        hash_unhashed_tokens(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
             .acquire_timeout(options.acquire_timeout)
@@ -102,6 +109,30 @@ impl SqliteStore {
             reader,
             deliveries_queued: Arc::new(Notify::new()),
         })
+    }
+}
+
+/// Fills in the token hashes of executions stored before tokens were looked up by hash
+/// (SQLite cannot compute SHA-256 in SQL, so the migration leaves them empty). Runs before
+/// the store serves; a no-op once every row has its hash.
+async fn hash_unhashed_tokens(writer: &SqlitePool) -> Result<(), sqlx::Error> {
+    loop {
+        let mut tx = writer.begin().await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("select id, token from executions where token_hash is null limit 1000")
+                .fetch_all(&mut *tx)
+                .await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for (id, token) in &rows {
+            sqlx::query("update executions set token_hash = ?2 where id = ?1")
+                .bind(id)
+                .bind(keys::hash(token))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
     }
 }
 
@@ -715,9 +746,9 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             r#"insert into executions
-               (id, workspace_id, process_id, process_version, spektr_id, token, status,
-                step_index, deadline_ms, outcome)
-               values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"#,
+               (id, workspace_id, process_id, process_version, spektr_id, token, token_hash,
+                status, step_index, deadline_ms, outcome)
+               values (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"#,
         )
         .bind(new.id.to_string())
         .bind(&new.workspace_id)
@@ -725,6 +756,7 @@ impl Store for SqliteStore {
         .bind(new.process_version)
         .bind(spektr_id.to_string())
         .bind(&new.token)
+        .bind(&new.token_hash)
         .bind(change.status.as_str())
         .bind(change.step_index)
         .bind(change.deadline_ms)
@@ -740,15 +772,18 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn load_execution(&self, token: &str) -> Result<Option<ExecutionSnapshot>, StoreError> {
+    async fn load_execution(
+        &self,
+        token_hash: &str,
+    ) -> Result<Option<ExecutionSnapshot>, StoreError> {
         let row = sqlx::query(
             r#"select id, workspace_id, process_id, process_version, spektr_id,
                       token, status, step_index, deadline_ms, outcome,
                       cast(unixepoch('subsec') * 1000 as integer) as now_ms
                from executions
-               where token = ?1"#,
+               where token_hash = ?1"#,
         )
-        .bind(token)
+        .bind(token_hash)
         .fetch_optional(&self.reader)
         .await?;
         row.map(|row| {
@@ -778,14 +813,18 @@ impl Store for SqliteStore {
         Ok(definition)
     }
 
-    async fn advance_execution(&self, token: &str, decide: Decide<'_>) -> Result<bool, StoreError> {
+    async fn advance_execution(
+        &self,
+        token_hash: &str,
+        decide: Decide<'_>,
+    ) -> Result<bool, StoreError> {
         // The single writer connection serialises this transaction against every other write,
         // which is what `for update` achieves on Postgres.
         let mut tx = self.writer.begin_with("begin immediate").await?;
         let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "{LOCKED_SELECT} where e.token = ?1"
+            "{LOCKED_SELECT} where e.token_hash = ?1"
         )))
-        .bind(token)
+        .bind(token_hash)
         .fetch_optional(&mut *tx)
         .await?
         .ok_or(StoreError::NotFound)?;
