@@ -19,6 +19,11 @@ use tokio_util::sync::CancellationToken;
 /// files), so the loop does not spin while the process is out of resources.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_secs(1);
 
+/// The most a connection buffers while reading, which bounds a request head (request line and
+/// headers): a larger one is answered 431. hyper's default lets a head grow to about half a
+/// megabyte per connection; no client of this API needs more than a few kilobytes.
+const MAX_READ_BUFFER_BYTES: usize = 128 * 1024;
+
 /// Serves `app` on `listener` until `shutdown` is cancelled; then stops accepting, lets the
 /// requests in flight finish, closes idle connections, and returns once all are closed.
 ///
@@ -33,7 +38,8 @@ pub async fn serve(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(header_read_timeout)
+        .max_buf_size(MAX_READ_BUFFER_BYTES);
     let connections = GracefulShutdown::new();
     loop {
         let stream = tokio::select! {

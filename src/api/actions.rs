@@ -109,8 +109,8 @@ pub struct ExecutionResponse {
     /// The number of steps of the process.
     #[schema(minimum = 1)]
     pub max_step: i32,
-    /// The end step's outcome, once completed at one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// The end step's outcome once completed at one; `null` while waiting and after running
+    /// past the last step.
     pub outcome: Option<String>,
 }
 

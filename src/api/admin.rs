@@ -96,7 +96,7 @@ pub struct CustomerResponse {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActivityResponse {
-    /// As given in the path.
+    /// The execution's id, in its canonical lowercase hyphenated form.
     execution_id: String,
     /// Oldest first.
     #[schema(value_type = Vec<EventRecord>)]
@@ -301,6 +301,8 @@ pub async fn get_activity(
 ) -> Result<Json<ActivityResponse>, ApiError> {
     let events = state.engine.activity(&workspace_id, &execution_id).await?;
     let activity = events.into_iter().map(event_json).collect();
+    // Found, so the id parsed: answer it in its canonical form, however it was written.
+    let execution_id = Uuid::parse_str(&execution_id).map_or(execution_id, |id| id.to_string());
     Ok(Json(ActivityResponse {
         execution_id,
         activity,

@@ -109,8 +109,11 @@ pub struct EventPage {
 
 /// Executions found, newest first.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct ExecutionList {
     data: Vec<ExecutionFound>,
+    /// Whether more executions match than `limit` let through.
+    has_more: bool,
 }
 
 /// An execution found by a look-up, with the token to act on it.
@@ -156,13 +159,23 @@ const DEFAULT_LIMIT: i64 = 100;
 const MAX_LIMIT: i64 = 1000;
 
 fn limit(query: &HashMap<String, String>) -> Result<i64, ApiError> {
+    limit_within(query, DEFAULT_LIMIT, MAX_LIMIT)
+}
+
+/// A list route's `?limit=`: `default` when absent, refused unless a whole number from 1 to
+/// `max`.
+pub(super) fn limit_within(
+    query: &HashMap<String, String>,
+    default: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
     match query.get("limit") {
-        None => Ok(DEFAULT_LIMIT),
+        None => Ok(default),
         Some(text) => text
             .parse::<i64>()
             .ok()
-            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-            .ok_or_else(|| ApiError::bad_request(format!("'limit' must be 1 to {MAX_LIMIT}"))),
+            .filter(|limit| (1..=max).contains(limit))
+            .ok_or_else(|| ApiError::bad_request(format!("'limit' must be 1 to {max}"))),
     }
 }
 
@@ -259,8 +272,9 @@ pub async fn find_executions(
         query.get("spektrId"),
         query.get("contextId"),
     ) {
-        (Some(reference), None, None) if !reference.is_empty() => {
-            ExecutionFilter::Reference(reference.clone())
+        // Trimmed as a start trims it, so the reference a start stored is the one found.
+        (Some(reference), None, None) if !reference.trim().is_empty() => {
+            ExecutionFilter::Reference(reference.trim().to_owned())
         }
         (None, Some(id), None) => ExecutionFilter::SpektrId(uuid("spektrId", id)?),
         (None, None, Some(id)) => ExecutionFilter::ExecutionId(uuid("contextId", id)?),
@@ -270,11 +284,15 @@ pub async fn find_executions(
             ));
         }
     };
-    let executions = state
+    let limit = limit(&query)?;
+    let mut executions = state
         .engine
-        .find_executions(&workspace_id, filter, limit(&query)?)
+        .find_executions(&workspace_id, filter, limit + 1)
         .await?;
+    let has_more = executions.len() as i64 > limit;
+    executions.truncate(limit as usize);
     Ok(Json(ExecutionList {
         data: executions.into_iter().map(ExecutionFound::from).collect(),
+        has_more,
     }))
 }

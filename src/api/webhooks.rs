@@ -1,5 +1,7 @@
 //! Admin routes of event delivery: webhook endpoints, their deliveries, and redelivery.
 
+use std::collections::HashMap;
+
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -11,7 +13,7 @@ use uuid::Uuid;
 use super::AppState;
 use super::auth::Admin;
 use super::error::ApiError;
-use super::events::EventType;
+use super::events::{EventType, limit_within};
 use super::extract::{JsonBody, json_object};
 use super::openapi::{
     BadRequest, Internal, NotFound, PayloadTooLarge, Unauthorized, Unavailable,
@@ -390,12 +392,6 @@ pub async fn rotate_webhook_secret(
     Ok(Json(WebhookEndpoint::new(endpoint, true)))
 }
 
-/// `?limit=` of list routes.
-#[derive(Debug, Deserialize)]
-pub struct LimitQuery {
-    limit: Option<i64>,
-}
-
 /// An endpoint's newest deliveries, each with every attempt.
 #[utoipa::path(
     get,
@@ -404,7 +400,7 @@ pub struct LimitQuery {
     params(
         ("workspaceId" = String, Path),
         ("webhookId" = String, Path, description = "A UUID"),
-        ("limit" = Option<i64>, Query, description = "At most this many (1-500, default 50; others are clamped)"),
+        ("limit" = Option<i64>, Query, minimum = 1, maximum = 500, description = "At most this many, default 50"),
     ),
     responses(
         (status = 200, description = "Newest first", body = DeliveryList),
@@ -416,9 +412,9 @@ pub async fn list_deliveries(
     State(state): State<AppState>,
     _: Admin,
     Path((workspace_id, id)): Path<(String, String)>,
-    Query(query): Query<LimitQuery>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> Result<Json<DeliveryList>, ApiError> {
-    let limit = query.limit.unwrap_or(50).clamp(1, 500);
+    let limit = limit_within(&query, 50, 500)?;
     let deliveries = state.engine.deliveries(&workspace_id, &id, limit).await?;
     let data = deliveries.iter().map(Delivery::from).collect();
     Ok(Json(DeliveryList { data }))

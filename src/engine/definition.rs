@@ -159,16 +159,24 @@ fn check_definition(value: &Value, problems: &mut Vec<String>) {
         problems.push(format!(
             "'name' must be at most {MAX_NAME_CHARS} characters"
         ));
+    } else if object
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|name| name.chars().any(char::is_control))
+    {
+        problems.push("'name' must not contain control characters".to_owned());
     }
     if object.get("type").and_then(Value::as_str) != Some("onboarding") {
         problems.push("'type' must be \"onboarding\"".to_owned());
     }
     match object.get("availableLanguages") {
         None => {}
-        Some(Value::Array(items)) if items.iter().all(|item| is_non_empty_string(Some(item))) => {}
-        Some(_) => {
-            problems.push("'availableLanguages' must be an array of non-empty strings".to_owned())
-        }
+        Some(Value::Array(items)) if are_language_tags(items) => {}
+        Some(_) => problems.push(
+            "'availableLanguages' must be a non-empty array of distinct language tags \
+             such as \"en-GB\""
+                .to_owned(),
+        ),
     }
     match object.get("steps").and_then(Value::as_array) {
         Some(steps) if !steps.is_empty() => check_steps(steps, problems),
@@ -387,6 +395,27 @@ fn check_keys(value: &Value, allowed: &[&str], at: &str, problems: &mut Vec<Stri
     }
 }
 
+/// Whether `items` are one or more distinct language tags in the shape of BCP 47: a 2–3
+/// letter language, then subtags of 1–8 letters or digits (`en-GB`, `pt-BR`, `zh-Hant-TW`).
+fn are_language_tags(items: &[Value]) -> bool {
+    let is_tag = |tag: &str| {
+        let mut parts = tag.split('-');
+        let language = parts.next().unwrap_or_default();
+        (2..=3).contains(&language.len())
+            && language.bytes().all(|byte| byte.is_ascii_alphabetic())
+            && parts.all(|part| {
+                (1..=8).contains(&part.len())
+                    && part.bytes().all(|byte| byte.is_ascii_alphanumeric())
+            })
+    };
+    let mut seen = std::collections::HashSet::new();
+    !items.is_empty()
+        && items.iter().all(|item| {
+            item.as_str()
+                .is_some_and(|tag| is_tag(tag) && seen.insert(tag.to_ascii_lowercase()))
+        })
+}
+
 fn is_non_empty_string(value: Option<&Value>) -> bool {
     value
         .and_then(Value::as_str)
@@ -475,6 +504,32 @@ mod tests {
         assert!(text.contains("duplicate field key 'k'"), "{text}");
         assert!(text.contains("unknown field type 'colour'"), "{text}");
         assert!(text.contains("unknown step type 'wait'"), "{text}");
+    }
+
+    #[test]
+    fn names_and_languages_are_checked() {
+        for (languages, ok) in [
+            (json!(["en-GB"]), true),
+            (json!(["en-GB", "da", "zh-Hant-TW"]), true),
+            (json!([]), false),
+            (json!(["en-GB", "en-gb"]), false),
+            (json!(["not a language!!"]), false),
+            (json!(["e"]), false),
+            (json!(["en-"]), false),
+            (json!([1]), false),
+        ] {
+            let mut definition = guide_process();
+            definition["availableLanguages"] = languages.clone();
+            assert_eq!(
+                ProcessDefinition::parse(&definition).is_ok(),
+                ok,
+                "{languages}"
+            );
+        }
+        let mut definition = guide_process();
+        definition["name"] = json!("a\u{1}b");
+        let problems = ProcessDefinition::parse(&definition).expect_err("invalid");
+        assert_eq!(problems, vec!["'name' must not contain control characters"]);
     }
 
     #[test]

@@ -118,7 +118,7 @@ impl Engine {
         let mut refused = None;
         let mut decide = |context: &StartContext| {
             if !new.prefill.is_empty()
-                && let Err(error) = check_customer_size(&context.customer.fields)
+                && let Err(error) = check_customer_size(&context.customer.fields, "prefill")
             {
                 refused = Some(error);
                 return None;
@@ -264,6 +264,9 @@ impl Engine {
         let mut fields = locked.customer.fields.clone();
         fields.extend(values.clone());
         fields.insert(EXTERNAL_DATA_FAILURE.to_owned(), Value::Bool(false));
+        if let Err(error) = check_customer_size(&fields, "payload") {
+            return (Err(error), None);
+        }
         let events = event_context(locked, &definition);
         let received = events.received(step, &values, command.filled_by.as_deref());
         let position = transition::leave(&definition, execution.step_index as usize, &fields);
@@ -404,22 +407,24 @@ fn parse_start_data(data: &Value) -> Result<(String, Map<String, Value>), Engine
 
 /// How many fields one start may prefill.
 const MAX_PREFILL_FIELDS: usize = 200;
-/// How many fields a customer may hold once a start's prefill is merged in.
+/// How many fields a customer may hold once a prefill or a payload is merged in.
 const MAX_CUSTOMER_FIELDS: usize = 1_000;
-/// How large a customer's fields may be, serialised as JSON, once a prefill is merged in.
+/// How large a customer's fields may be, serialised as JSON, once a prefill or a payload is
+/// merged in.
 const MAX_CUSTOMER_FIELDS_BYTES: usize = 256 * 1024;
 
 fn is_valid_field_key(key: &str) -> bool {
     (1..=255).contains(&key.len()) && !key.chars().any(char::is_control)
 }
 
-/// Refuses a prefill that would make the customer's stored fields grow past the caps; checked
-/// on the merged fields inside the start's transaction, so concurrent starts cannot overshoot.
-fn check_customer_size(fields: &Map<String, Value>) -> Result<(), EngineError> {
+/// Refuses a prefill or a payload (`what`) that would make the customer's stored fields grow
+/// past the caps; checked on the merged fields inside the writing transaction, so concurrent
+/// writers cannot overshoot.
+fn check_customer_size(fields: &Map<String, Value>, what: &str) -> Result<(), EngineError> {
     let bytes = serde_json::to_vec(fields).map_or(usize::MAX, |text| text.len());
     if fields.len() > MAX_CUSTOMER_FIELDS || bytes > MAX_CUSTOMER_FIELDS_BYTES {
         return Err(EngineError::InvalidInput(format!(
-            "this prefill would give the customer more than {MAX_CUSTOMER_FIELDS} fields \
+            "this {what} would give the customer more than {MAX_CUSTOMER_FIELDS} fields \
              or more than {MAX_CUSTOMER_FIELDS_BYTES} bytes of fields"
         )));
     }

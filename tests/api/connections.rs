@@ -7,7 +7,7 @@ use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helpers::{TestApp, error_body, spawn_app, spawn_app_with};
+use crate::helpers::{PROCESS, TestApp, error_body, guide_process, spawn_app, spawn_app_with};
 
 /// How long a test waits for the server to act before it fails; far above the timeouts the
 /// tests configure, so it only ends a test that would otherwise hang.
@@ -139,6 +139,36 @@ async fn a_long_header_value_the_server_can_read_gets_a_4xx_in_the_envelope() {
 
     let body = error_body(response, StatusCode::UNAUTHORIZED).await;
     assert_eq!(body["errorCode"], "UNAUTHORIZED_ERROR");
+}
+
+#[tokio::test]
+async fn a_request_head_of_300_kilobytes_is_refused_with_431_and_nothing_stored() {
+    let app = spawn_app().await;
+    app.put_process(PROCESS, guide_process(None)).await;
+
+    let response = app
+        .client
+        .post(app.url(&TestApp::start_path(PROCESS)))
+        .header("x-api-key", &app.api_key)
+        .header("x-padding", "p".repeat(300 * 1024))
+        .json(&serde_json::json!({"data": {"reference": "padded"}}))
+        .send()
+        .await
+        .expect("request");
+
+    assert_eq!(
+        response.status(),
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+    );
+    let found = app
+        .client
+        .get(app.url("/v2/public/executions?reference=padded"))
+        .header("x-api-key", &app.api_key)
+        .send()
+        .await
+        .expect("look-up");
+    let found: serde_json::Value = found.json().await.expect("json");
+    assert_eq!(found["data"], serde_json::json!([]));
 }
 
 #[tokio::test]

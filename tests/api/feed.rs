@@ -365,6 +365,45 @@ async fn looking_up_executions_needs_exactly_one_valid_filter() {
 }
 
 #[tokio::test]
+async fn a_look_up_says_when_more_executions_match_than_its_limit_and_trims_the_reference() {
+    let app = spawn_app().await;
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        tokens.push(app.start_token(PROCESS, " repeat-customer ").await);
+    }
+
+    let page = |query: &'static str| {
+        let app = &app;
+        async move {
+            let response = app.find_executions_raw(&app.api_key, query).await;
+            assert_eq!(response.status(), StatusCode::OK, "{query}");
+            response.json::<Value>().await.expect("json")
+        }
+    };
+    let two = page("reference=repeat-customer&limit=2").await;
+    assert_eq!(two["hasMore"], true);
+    let listed: Vec<String> = two["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|found| text(&found["token"]))
+        .collect();
+    assert_eq!(
+        listed,
+        vec![tokens[2].clone(), tokens[1].clone()],
+        "newest first"
+    );
+
+    let all = page("reference=%20repeat-customer%20&limit=3").await;
+    assert_eq!(all["hasMore"], false);
+    assert_eq!(all["data"].as_array().map(Vec::len), Some(3));
+    let whitespace = app
+        .find_executions_raw(&app.api_key, "reference=%20%20")
+        .await;
+    error_body(whitespace, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
 async fn looking_up_executions_shows_only_the_callers_workspace() {
     let app = spawn_app().await;
     let other_key = app.other_workspace("ws-other").await;
