@@ -35,6 +35,8 @@
 #                              (postgres://postgres@127.0.0.1:5432)
 #   BENCH_PORT                 server port on 127.0.0.1 (18182)
 #   BENCH_DB_MAX_CONNECTIONS   server pool size (server default when unset)
+#   BENCH_SERVER_BIN           server binary to measure (target/release/spektr-server), e.g.
+#                              a copy built from another commit, for an A/B comparison
 #   BENCH_OUT_DIR              results, logs, raw lines (target/bench-load)
 #   BENCH_KEEP_DB=1            keep the Postgres database
 set -euo pipefail
@@ -115,7 +117,7 @@ trap 'exit 130' INT TERM
 # ---------------------------------------------------------------------------------------------
 log "building (release)"
 cargo build --release --bin spektr-server --example bench_load
-server_bin=target/release/spektr-server
+server_bin=${BENCH_SERVER_BIN:-target/release/spektr-server}
 load_bin=target/release/examples/bench_load
 if [[ " $backends " == *" postgres "* ]]; then
     psql "$pg_server/postgres" -X -Atqc 'select 1' >/dev/null || {

@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Map, Value};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, SqlSafeStr, Transaction};
+use sqlx::{Connection, Postgres, Row, SqlSafeStr, Transaction};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -86,9 +86,22 @@ impl PostgresStore {
     /// Connects, and migrates the schema to the newest version.
     pub async fn connect(url: &str, options: &StoreOptions) -> anyhow::Result<Self> {
         let connect = PgConnectOptions::from_str(url)?;
+        // sqlx pings a connection when it goes back to the pool, and by default again when it
+        // is taken out: two extra round trips around every request's one statement. One that
+        // went back a moment ago was checked then, so only a connection idle for longer is
+        // pinged before use (a dead one is dropped and another taken).
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(options.acquire_timeout)
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IDLE_CONNECTIONS_AFTER {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(connect)
             .await?;
         migrator().run(&pool).await?;
@@ -99,6 +112,11 @@ impl PostgresStore {
         })
     }
 }
+
+/// A pooled connection idle for at least this long is pinged before it is used, so one that
+/// the database closed meanwhile (a restart, an idle timeout) is replaced instead of failing
+/// a request.
+const PING_IDLE_CONNECTIONS_AFTER: Duration = Duration::from_secs(1);
 
 /// Pause before listening again after the listener lost or could not get its connection.
 const LISTEN_RETRY_PAUSE: Duration = Duration::from_secs(1);

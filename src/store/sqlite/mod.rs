@@ -92,8 +92,11 @@ impl SqliteStore {
         {
             std::fs::create_dir_all(folder)?;
         }
+        // A SQLite connection is a file handle in this process, with nothing on the other end
+        // to go away: it needs no ping before use (sqlx still checks it when it is released).
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.clone())
             .await?;
@@ -101,6 +104,7 @@ impl SqliteStore {
         hash_unhashed_tokens(&writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(options.max_connections.max(1))
+            .test_before_acquire(false)
             .acquire_timeout(options.acquire_timeout)
             .connect_with(connect.read_only(true))
             .await?;
