@@ -107,8 +107,17 @@ fn unsupported_encoding(headers: &header::HeaderMap) -> Option<String> {
         })
 }
 
-/// Parses a JSON body strictly: UTF-8 without a byte-order mark, one value, no duplicate keys.
+/// How deeply arrays and objects may nest in a request body (the body itself is level 1).
+/// Stored values are read back inside events, webhooks and feeds that wrap them a few levels
+/// deeper, and those must stay well within the JSON reader's own limit of 128.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Parses a JSON body strictly: UTF-8 without a byte-order mark, one value, no duplicate keys,
+/// at most [`MAX_JSON_DEPTH`] levels deep.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    if std::str::from_utf8(bytes).is_err() {
+        return Err(ApiError::bad_request("Request body is not valid UTF-8"));
+    }
     if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
         return Err(ApiError::bad_request(
             "Request body is not valid JSON: it starts with a byte-order mark",
@@ -122,7 +131,21 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     let StrictValue(value) = serde_json::from_slice(bytes).map_err(|error| {
         ApiError::bad_request(format!("Request body is not valid JSON: {error}"))
     })?;
+    if depth(&value) > MAX_JSON_DEPTH {
+        return Err(ApiError::bad_request(format!(
+            "Request body is nested more than {MAX_JSON_DEPTH} levels deep"
+        )));
+    }
     Ok(value)
+}
+
+/// How many arrays and objects `value` holds inside one another (0 for a scalar).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(object) => 1 + object.values().map(depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 /// A JSON value that refuses objects with a repeated key, which plain `serde_json` would
@@ -157,6 +180,8 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 
     fn visit_f64<E: serde::de::Error>(self, value: f64) -> Result<Value, E> {
+        // `-0` becomes `0`: Postgres cannot store a negative zero, so no backend keeps one.
+        let value = if value == 0.0 { 0.0 } else { value };
         serde_json::Number::from_f64(value)
             .map(Value::Number)
             .ok_or_else(|| E::custom("number out of range"))

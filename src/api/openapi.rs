@@ -76,8 +76,32 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// Completes the document once every route is in: every answer, success or error, carries
-/// the request's id.
+/// Errors any route can answer, whatever it does: checks that run before routing (hostile
+/// headers, a body's declared length), the request timeout, and a caught panic.
+const ANY_ROUTE_ERRORS: [(u16, &str); 4] = [
+    (
+        400,
+        "A malformed or ambiguous header, a NUL in the path or query, or another invalid \
+         request",
+    ),
+    (
+        413,
+        "A body (declared or sent) larger than SPEKTR_MAX_BODY_BYTES, on any route, \
+         whether or not it takes a body",
+    ),
+    (
+        500,
+        "An unexpected failure; the body reveals nothing internal",
+    ),
+    (
+        503,
+        "The database is unreachable or busy, or the request took longer than \
+         SPEKTR_REQUEST_TIMEOUT_SECS; retry later",
+    ),
+];
+
+/// Completes the document once every route is in: every operation lists the errors any route
+/// can answer, and every answer, success or error, carries the request's id.
 pub fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     let header = HeaderBuilder::new()
         .schema(Some(
@@ -96,7 +120,13 @@ pub fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi
             &mut item.patch,
         ];
         for operation in operations.into_iter().flatten() {
-            for response in operation.responses.responses.values_mut() {
+            let responses = &mut operation.responses.responses;
+            for (status, description) in ANY_ROUTE_ERRORS {
+                if !responses.contains_key(&status.to_string()) {
+                    responses.extend(error_response(status, description));
+                }
+            }
+            for response in responses.values_mut() {
                 if let RefOr::T(response) = response {
                     response
                         .headers

@@ -461,6 +461,82 @@ async fn json_nested_ten_thousand_levels_deep_is_refused_without_a_crash() {
     app.assert_still_serving().await;
 }
 
+/// `levels` nested objects `{"a": ... 1 ...}`.
+fn nested_objects(levels: usize) -> Value {
+    (0..levels).fold(json!(1), |inner, _| json!({ "a": inner }))
+}
+
+#[tokio::test]
+async fn a_payload_at_the_nesting_limit_is_stored_and_read_back_everywhere_one_deeper_is_refused() {
+    let app = spawn_app().await;
+    let process = crate::helpers::process_expecting(json!([
+        {"spektrDataField": "profile", "type": "object", "required": true}
+    ]));
+    app.put_process("deep", process).await;
+    let started = app.start("deep", "deep-customer").await;
+    let token = started["token"].as_str().expect("token");
+    let spektr_id = started["spektrId"].as_str().expect("spektrId");
+
+    // The body is level 1, so `profile` may hold 63 levels.
+    let too_deep = json!({"profile": nested_objects(64)});
+    let refused = app.submit(token, too_deep).await;
+    let error = envelope(refused, StatusCode::BAD_REQUEST).await;
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("64 levels"),
+        "{error}"
+    );
+    let deepest = nested_objects(63);
+    let accepted = app.submit(token, json!({"profile": deepest})).await;
+    assert_eq!(accepted.status(), StatusCode::OK);
+
+    // Everything that shows the stored value reads it back whole.
+    assert_eq!(app.customer(spektr_id).await["fields"]["profile"], deepest);
+    let activity = app.activity(&app.execution_id(token).await).await;
+    let received = activity
+        .iter()
+        .find(|event| event["type"] == "external_data_received")
+        .expect("received event");
+    assert_eq!(received["eventData"]["data"]["profile"], deepest);
+    let feed = app.wait_for_feed(&app.api_key, "0", activity.len()).await;
+    assert!(
+        feed["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .any(|event| event["eventData"]["data"]["profile"] == deepest),
+        "{feed}"
+    );
+    let found = app.find_executions("reference=deep-customer").await;
+    assert_eq!(found.len(), 1);
+}
+
+#[tokio::test]
+async fn integers_are_kept_exactly_and_negative_zero_is_stored_as_zero_on_every_backend() {
+    let app = spawn_app().await;
+    let body = r#"{"data": {"reference": "numbers", "big": 9007199254740993,
+                   "negative": -9223372036854775808, "zero": -0, "float_zero": -0.0}}"#;
+
+    let response = post_raw(&app, &TestApp::start_path(PROCESS), JSON, body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let started: Value = response.json().await.expect("json");
+    let customer = app
+        .customer(started["spektrId"].as_str().expect("spektrId"))
+        .await;
+
+    let fields = &customer["fields"];
+    assert_eq!(
+        fields["big"].as_u64(),
+        Some(9_007_199_254_740_993),
+        "{fields}"
+    );
+    assert_eq!(fields["negative"].as_i64(), Some(i64::MIN), "{fields}");
+    assert_eq!(fields["zero"].to_string(), "0.0", "{fields}");
+    assert_eq!(fields["float_zero"].to_string(), "0.0", "{fields}");
+}
+
 #[tokio::test]
 async fn a_number_too_large_for_a_double_is_refused_with_400() {
     let app = spawn_app().await;

@@ -135,9 +135,10 @@ async fn every_operation_documents_its_security_and_error_answers() {
             };
             assert_eq!(security, expected, "{method} {path}");
             let responses = operation["responses"].as_object().unwrap();
-            let mut errors = vec!["500"];
+            // Checks before routing, the request timeout and a caught panic apply everywhere.
+            let mut errors = vec!["400", "413", "500", "503"];
             if security != "null" {
-                errors.extend(["401", "503"]);
+                errors.push("401");
             }
             for status in errors {
                 let schema = &responses[status]["content"]["application/json"]["schema"];
@@ -292,6 +293,15 @@ async fn answers_of_a_whole_flow_match_the_documented_schemas() {
     contract.check("get", "/healthz", healthz).await;
     let readyz = app.client.get(app.url("/readyz")).send().await.unwrap();
     contract.check("get", "/readyz", readyz).await;
+    let oversized = app
+        .client
+        .get(app.url("/healthz"))
+        .body(vec![b' '; 2 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(oversized.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    contract.check("get", "/healthz", oversized).await;
     let workspace = app
         .admin_request(Method::PUT, &ws, Some(json!({"name": "Renamed"})))
         .await;
