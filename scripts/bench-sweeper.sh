@@ -35,6 +35,8 @@
 #                            passed to the server when set (server defaults otherwise)
 #   BENCH_RUST_LOG           server log filter (default warn,spektr_server::engine::sweeper=info)
 #   BENCH_KEEP_DB=1          keep the database afterwards (its name is printed)
+#   BENCH_SERVER_BIN         server binary to measure (default target/release/spektr-server),
+#                            e.g. a copy built from another commit, for an A/B comparison
 #   BENCH_CODE_LABEL         how the results name the code under test (default: git commit)
 #   BENCH_OUT_DIR            where the server log and results are kept (default target/bench-sweeper)
 #
@@ -130,7 +132,7 @@ wait_for() {
 log "1/6 building (release)"
 cargo build --release --bin spektr-server
 cargo build --release --example bench_starts
-server_bin=target/release/spektr-server
+server_bin=${BENCH_SERVER_BIN:-target/release/spektr-server}
 load_bin=target/release/examples/bench_starts
 
 # ---------------------------------------------------------------------------------------------
