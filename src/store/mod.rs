@@ -406,9 +406,21 @@ pub async fn connect(url: &str, options: &StoreOptions) -> anyhow::Result<Arc<dy
     }
 }
 
+/// Parses JSON the store wrote itself. Request bodies are bounded in depth (see
+/// `api::extract::MAX_JSON_DEPTH`), but rows written by earlier versions, which accepted
+/// payloads nested up to serde_json's default limit of 128, sit a few levels deeper inside
+/// their events; those must stay readable, so stored text is read without that limit.
+fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_json::Error> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    let value = T::deserialize(&mut deserializer)?;
+    deserializer.end()?;
+    Ok(value)
+}
+
 /// Parses a stored JSON object.
 fn parse_fields(text: &str) -> Result<Map<String, Value>, StoreError> {
-    serde_json::from_str(text).map_err(|error| StoreError::Corrupt(format!("fields: {error}")))
+    parse_stored(text).map_err(|error| StoreError::Corrupt(format!("fields: {error}")))
 }
 
 /// Parses a stored JSON list of attempts.
@@ -430,4 +442,23 @@ fn parse_attempts(text: &str) -> Result<Vec<AttemptRecord>, StoreError> {
 /// Parses a stored status.
 fn parse_status(text: &str) -> Result<ExecutionStatus, StoreError> {
     text.parse().map_err(StoreError::Corrupt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_json_deeper_than_the_default_reader_limit_is_read_back() {
+        let depth = 200;
+        let text = format!(r#"{{"f":{}1{}}}"#, "[".repeat(depth), "]".repeat(depth));
+        assert!(
+            serde_json::from_str::<Value>(&text).is_err(),
+            "default limit"
+        );
+
+        let fields = parse_fields(&text).expect("read without the limit");
+        assert_eq!(fields["f"].to_string(), text[5..text.len() - 1]);
+        assert!(parse_fields(&format!("{text} trailing")).is_err());
+    }
 }

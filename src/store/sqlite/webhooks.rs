@@ -44,7 +44,7 @@ pub(super) fn event_from_row(row: &SqliteRow) -> Result<Event, StoreError> {
             .map_err(|error| StoreError::Corrupt(error.to_string()))?,
         kind: row.try_get("type")?,
         created_at_ms: row.try_get("created_at_ms")?,
-        body: serde_json::from_str(&body)
+        body: super::super::parse_stored(&body)
             .map_err(|error| StoreError::Corrupt(error.to_string()))?,
     })
 }
