@@ -420,9 +420,16 @@ fn is_valid_field_key(key: &str) -> bool {
 /// Refuses a prefill or a payload (`what`) that would make the customer's stored fields grow
 /// past the caps; checked on the merged fields inside the writing transaction, so concurrent
 /// writers cannot overshoot.
+/// The server's own `external_data_failure` is not counted against the caps, so a customer
+/// filled to them by prefills can still submit and time out.
 fn check_customer_size(fields: &Map<String, Value>, what: &str) -> Result<(), EngineError> {
+    let (mut max_fields, mut max_bytes) = (MAX_CUSTOMER_FIELDS, MAX_CUSTOMER_FIELDS_BYTES);
+    if fields.contains_key(EXTERNAL_DATA_FAILURE) {
+        // `,"external_data_failure":false` is 30 bytes.
+        (max_fields, max_bytes) = (max_fields + 1, max_bytes + 32);
+    }
     let bytes = serde_json::to_vec(fields).map_or(usize::MAX, |text| text.len());
-    if fields.len() > MAX_CUSTOMER_FIELDS || bytes > MAX_CUSTOMER_FIELDS_BYTES {
+    if fields.len() > max_fields || bytes > max_bytes {
         return Err(EngineError::InvalidInput(format!(
             "this {what} would give the customer more than {MAX_CUSTOMER_FIELDS} fields \
              or more than {MAX_CUSTOMER_FIELDS_BYTES} bytes of fields"

@@ -418,6 +418,15 @@ fn parse_stored<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, serde_j
     Ok(value)
 }
 
+/// Reports a due step the sweeper cannot read and therefore leaves waiting.
+fn skip_unreadable(execution_id: Option<Uuid>, error: &StoreError) {
+    tracing::error!(
+        execution_id = ?execution_id,
+        %error,
+        "sweeper skipped a due step whose stored data it cannot read"
+    );
+}
+
 /// Parses a stored JSON object.
 fn parse_fields(text: &str) -> Result<Map<String, Value>, StoreError> {
     parse_stored(text).map_err(|error| StoreError::Corrupt(format!("fields: {error}")))

@@ -537,6 +537,90 @@ async fn integers_are_kept_exactly_and_negative_zero_is_stored_as_zero_on_every_
     assert_eq!(fields["float_zero"].to_string(), "0.0", "{fields}");
 }
 
+/// Doubles whose shortest decimal form a parser that is not correctly rounded gets wrong,
+/// and the extremes (Postgres writes the largest as a 309-digit integer).
+const EXACT_DOUBLES: [&str; 8] = [
+    "1.7976931348623157e308",
+    "-1.7976931348623157e308",
+    "0.45110218428522253",
+    "-5.988180159386011e243",
+    "7.370437700706684e208",
+    "5e-324",
+    "2.2250738585072014e-308",
+    "0.1",
+];
+
+#[tokio::test]
+async fn doubles_are_stored_and_read_back_bit_for_bit_on_every_backend() {
+    let app = spawn_app().await;
+    let prefill: Vec<String> = EXACT_DOUBLES
+        .iter()
+        .enumerate()
+        .map(|(index, number)| format!(r#""d{index}": {number}"#))
+        .collect();
+    let body = format!(
+        r#"{{"data": {{"reference": "doubles", {}}}}}"#,
+        prefill.join(", ")
+    );
+
+    let response = post_raw(&app, &TestApp::start_path(PROCESS), JSON, body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let started: Value = response.json().await.expect("json");
+    let customer = app
+        .customer(started["spektrId"].as_str().expect("spektrId"))
+        .await;
+
+    for (index, number) in EXACT_DOUBLES.iter().enumerate() {
+        let expected: f64 = number.parse().expect("a double");
+        let stored = customer["fields"][format!("d{index}")]
+            .as_f64()
+            .expect("a number");
+        assert_eq!(
+            stored.to_bits(),
+            expected.to_bits(),
+            "{number} came back as {stored}"
+        );
+    }
+    // The customer stays readable for later starts and the feed.
+    app.start(PROCESS, "doubles").await;
+    let feed = app.wait_for_feed(&app.api_key, "0", 4).await;
+    assert_eq!(feed["data"].as_array().map(Vec::len), Some(4), "{feed}");
+}
+
+#[tokio::test]
+async fn a_route_on_a_double_matches_the_same_literal() {
+    let app = spawn_app().await;
+    let number = json!(7.370437700706684e208);
+    app.put_process(
+        "routed",
+        json!({
+            "name": "Routed on a number",
+            "type": "onboarding",
+            "steps": [
+                {"id": "collect", "type": "externalData", "title": "Collect",
+                 "expectedFields": [{"spektrDataField": "n", "type": "number", "required": true}],
+                 "routes": [{"when": {"field": "n", "equals": number}, "goto": "match"}]},
+                {"id": "nomatch", "type": "end", "outcome": "nomatch"},
+                {"id": "match", "type": "end", "outcome": "match"}
+            ]
+        }),
+    )
+    .await;
+    let token = app.start_token("routed", "routed-customer").await;
+
+    let response = post_raw(
+        &app,
+        &format!("/v3/public/actions/{token}"),
+        JSON,
+        r#"{"n": 7.370437700706684e208}"#,
+    )
+    .await;
+
+    assert_eq!(response.status(), StatusCode::OK);
+    let step = app.current_step_json(&token).await;
+    assert_eq!(step["execution"]["outcome"], "match", "{step}");
+}
+
 #[tokio::test]
 async fn a_number_too_large_for_a_double_is_refused_with_400() {
     let app = spawn_app().await;
@@ -869,6 +953,34 @@ async fn a_prefill_that_would_give_the_customer_over_1000_fields_is_refused() {
     // still works.
     prefill(&app, &numbered_fields("r0-", 200)).await;
     app.start(PROCESS, REFUSED_REFERENCE).await;
+}
+
+#[tokio::test]
+async fn a_customer_at_the_field_cap_can_still_submit_and_be_prefilled() {
+    let app = spawn_app().await;
+    let mut spektr_id = String::new();
+    for round in 0..5 {
+        let count = if round == 4 { 198 } else { 200 };
+        spektr_id = prefill(&app, &numbered_fields(&format!("r{round}-"), count)).await;
+    }
+    let token = app.start_token(PROCESS, REFUSED_REFERENCE).await;
+
+    // 998 fields and the payload's two make 1,000; the server's own `external_data_failure`
+    // is not counted against the cap.
+    let submitted = app
+        .submit(
+            &token,
+            json!({"company_name": "Acme", "country_of_incorporation": "DK"}),
+        )
+        .await;
+    assert_eq!(submitted.status(), StatusCode::OK);
+    let fields = app.customer(&spektr_id).await["fields"].clone();
+    assert_eq!(fields.as_object().expect("fields").len(), 1001);
+    assert_eq!(fields["external_data_failure"], false);
+
+    // Overwriting a stored field is still allowed; a new one is not.
+    prefill(&app, &numbered_fields("r0-", 1)).await;
+    refused_prefill(&app, &numbered_fields("extra-", 1)).await;
 }
 
 #[tokio::test]

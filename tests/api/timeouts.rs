@@ -637,3 +637,56 @@ async fn a_new_short_deadline_wakes_a_sleeping_sweeper() {
     let step = wait_until_settled(&app, &token).await;
     assert_eq!(step["execution"]["outcome"], "manual_review");
 }
+
+/// Makes the stored fields of customer `reference` unreadable, as a row damaged outside the
+/// server would be: on Postgres a number beyond a double's range (jsonb takes any numeric),
+/// on SQLite text that is not JSON.
+async fn damage_customer_fields(database_url: &str, reference: &str) {
+    use sqlx::Connection;
+    if crate::helpers::on_postgres() {
+        let mut connection = sqlx::PgConnection::connect(database_url)
+            .await
+            .expect("connect");
+        sqlx::query(r#"update customers set fields = '{"n": 1e999}'::jsonb where reference = $1"#)
+            .bind(reference)
+            .execute(&mut connection)
+            .await
+            .expect("damage");
+    } else {
+        let mut connection = sqlx::SqliteConnection::connect(database_url)
+            .await
+            .expect("connect");
+        sqlx::query("update customers set fields = '{not json' where reference = ?1")
+            .bind(reference)
+            .execute(&mut connection)
+            .await
+            .expect("damage");
+        connection.close().await.expect("close");
+    }
+}
+
+#[tokio::test]
+async fn a_due_step_whose_stored_data_cannot_be_read_does_not_hold_back_the_others() {
+    let app = spawn_app_with(|config| config.sweeper_enabled = false).await;
+    app.put_process(PROCESS, guide_process(Some(0.1))).await;
+    let damaged = app.start_token(PROCESS, "damaged").await;
+    let mut healthy = Vec::new();
+    for index in 0..5 {
+        healthy.push(app.start_token(PROCESS, &format!("healthy-{index}")).await);
+    }
+    let (database_url, api_key) = (app.database_url.clone(), app.api_key.clone());
+    app.stop().await;
+    damage_customer_fields(&database_url, "damaged").await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+
+    // The damaged step, due first, is in every batch the sweeper reads.
+    let mut sweeping = start_server(&database_url, |_| {}).await;
+    sweeping.api_key = api_key;
+
+    for token in &healthy {
+        let step = wait_until_settled(&sweeping, token).await;
+        assert_eq!(step["execution"]["outcome"], "manual_review", "{step}");
+    }
+    let step = sweeping.current_step_json(&damaged).await;
+    assert_eq!(step["execution"]["status"], "pending", "{step}");
+}

@@ -493,8 +493,15 @@ impl PostgresStore {
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        let mut locked: Vec<LockedExecution> =
-            rows.iter().map(locked_from_row).collect::<Result<_, _>>()?;
+        let mut locked: Vec<LockedExecution> = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match locked_from_row(row) {
+                Ok(row) => locked.push(row),
+                // One unreadable row must not hold back every other due step: it stays
+                // waiting, and is reported on each pass, while the rest time out.
+                Err(error) => super::skip_unreadable(row.try_get("id").ok(), &error),
+            }
+        }
         // NOTE: the select above already holds every execution and customer row this batch
         // writes, so the updates below cannot wait on another sweeper, and events take no
         // shared row; batches of several sweepers therefore commit side by side.

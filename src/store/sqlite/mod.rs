@@ -856,13 +856,27 @@ impl Store for SqliteStore {
         let mut queued = 0;
         for row in &rows {
             // Re-read the customer per row: an earlier row in this batch may have changed it.
-            let mut locked = locked_from_row(row)?;
+            // One unreadable row must not hold back every other due step: it stays waiting,
+            // and is reported on each pass, while the rest time out.
+            let mut locked = match locked_from_row(row) {
+                Ok(locked) => locked,
+                Err(error) => {
+                    super::skip_unreadable(uuid_column(row, "id").ok(), &error);
+                    continue;
+                }
+            };
             let fields: String = sqlx::query("select fields from customers where spektr_id = ?1")
                 .bind(locked.customer.spektr_id.to_string())
                 .fetch_one(&mut *tx)
                 .await?
                 .try_get(0)?;
-            locked.customer.fields = parse_fields(&fields)?;
+            locked.customer.fields = match parse_fields(&fields) {
+                Ok(fields) => fields,
+                Err(error) => {
+                    super::skip_unreadable(Some(locked.execution.id), &error);
+                    continue;
+                }
+            };
             if let Some(change) = decide(&locked) {
                 queued += apply_change(&mut tx, &locked, &change).await?;
                 changed += 1;
