@@ -513,18 +513,22 @@ async fn a_payload_at_the_nesting_limit_is_stored_and_read_back_everywhere_one_d
     assert_eq!(found.len(), 1);
 }
 
+/// Starts with the raw JSON `body` (asserting 201) and returns the customer as stored.
+async fn start_raw_and_read_customer(app: &TestApp, body: impl Into<reqwest::Body>) -> Value {
+    let response = post_raw(app, &TestApp::start_path(PROCESS), JSON, body).await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let started: Value = response.json().await.expect("json");
+    app.customer(started["spektrId"].as_str().expect("spektrId"))
+        .await
+}
+
 #[tokio::test]
 async fn integers_are_kept_exactly_and_negative_zero_is_stored_as_zero_on_every_backend() {
     let app = spawn_app().await;
     let body = r#"{"data": {"reference": "numbers", "big": 9007199254740993,
                    "negative": -9223372036854775808, "zero": -0, "float_zero": -0.0}}"#;
 
-    let response = post_raw(&app, &TestApp::start_path(PROCESS), JSON, body).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let started: Value = response.json().await.expect("json");
-    let customer = app
-        .customer(started["spektrId"].as_str().expect("spektrId"))
-        .await;
+    let customer = start_raw_and_read_customer(&app, body).await;
 
     let fields = &customer["fields"];
     assert_eq!(
@@ -563,12 +567,7 @@ async fn doubles_are_stored_and_read_back_bit_for_bit_on_every_backend() {
         prefill.join(", ")
     );
 
-    let response = post_raw(&app, &TestApp::start_path(PROCESS), JSON, body).await;
-    assert_eq!(response.status(), StatusCode::CREATED);
-    let started: Value = response.json().await.expect("json");
-    let customer = app
-        .customer(started["spektrId"].as_str().expect("spektrId"))
-        .await;
+    let customer = start_raw_and_read_customer(&app, body).await;
 
     for (index, number) in EXACT_DOUBLES.iter().enumerate() {
         let expected: f64 = number.parse().expect("a double");
