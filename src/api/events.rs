@@ -276,6 +276,11 @@ pub async fn find_executions(
         (Some(reference), None, None) if !reference.trim().is_empty() => {
             ExecutionFilter::Reference(reference.trim().to_owned())
         }
+        (Some(_), None, None) => {
+            return Err(ApiError::bad_request(
+                "'reference' must not be empty or only whitespace",
+            ));
+        }
         (None, Some(id), None) => ExecutionFilter::SpektrId(uuid("spektrId", id)?),
         (None, None, Some(id)) => ExecutionFilter::ExecutionId(uuid("contextId", id)?),
         _ => {

@@ -400,7 +400,14 @@ async fn a_look_up_says_when_more_executions_match_than_its_limit_and_trims_the_
     let whitespace = app
         .find_executions_raw(&app.api_key, "reference=%20%20")
         .await;
-    error_body(whitespace, StatusCode::BAD_REQUEST).await;
+    let error = error_body(whitespace, StatusCode::BAD_REQUEST).await;
+    assert!(
+        error["message"]
+            .as_str()
+            .expect("message")
+            .contains("'reference' must not be empty"),
+        "{error}"
+    );
 }
 
 #[tokio::test]
