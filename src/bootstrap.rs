@@ -47,6 +47,18 @@ pub async fn apply(engine: &Engine, path: &Path) -> anyhow::Result<()> {
             engine
                 .add_api_key(&workspace.id, Uuid::now_v7(), key)
                 .await?;
+            // A key is stored once: one that another workspace holds stays with it, so the
+            // file would not mean what it says. (One revoked through the admin API stays
+            // revoked, as the README says.)
+            if let Some(owner) = engine.authenticate(key).await?
+                && owner != workspace.id
+            {
+                anyhow::bail!(
+                    "bootstrap API key {} of workspace '{}' belongs to workspace '{owner}'",
+                    key_index(&workspace.api_keys, key),
+                    workspace.id
+                );
+            }
         }
         for process in &workspace.processes {
             apply_process(engine, &workspace.id, process).await?;
@@ -74,4 +86,13 @@ async fn apply_process(engine: &Engine, workspace_id: &str, process: &Value) -> 
             other => anyhow::anyhow!("bootstrap process '{id}': {other}"),
         })?;
     Ok(())
+}
+
+/// `#N` (1-based) of `key` in `keys`, to name a key without printing it.
+fn key_index(keys: &[String], key: &str) -> String {
+    let index = keys
+        .iter()
+        .position(|candidate| candidate == key)
+        .unwrap_or(0);
+    format!("#{}", index + 1)
 }

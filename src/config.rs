@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use clap::{ArgAction, Parser, ValueEnum};
 
+/// The longest webhook retry delay accepted, in seconds (a week).
+pub const MAX_RETRY_DELAY_SECS: f64 = 7.0 * 24.0 * 3600.0;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
@@ -183,24 +186,35 @@ impl Config {
         {
             return Err("webhook timeout and concurrency must be greater than 0".to_owned());
         }
+        if self.max_body_bytes < 1024 {
+            return Err("SPEKTR_MAX_BODY_BYTES must be at least 1024".to_owned());
+        }
+        if self.idempotency_ttl_secs == 0 {
+            return Err("SPEKTR_IDEMPOTENCY_TTL_SECS must be at least 1".to_owned());
+        }
         self.retry_schedule()?;
         Ok(())
     }
 
     /// The webhook retry delays.
+    /// Empty means no retries; otherwise every comma-separated item is a number of seconds
+    /// from 0 to [`MAX_RETRY_DELAY_SECS`].
     pub fn retry_schedule(&self) -> Result<Vec<Duration>, String> {
+        if self.webhook_retry_schedule.trim().is_empty() {
+            return Ok(Vec::new());
+        }
         self.webhook_retry_schedule
             .split(',')
             .map(str::trim)
-            .filter(|item| !item.is_empty())
             .map(|item| {
                 item.parse::<f64>()
                     .ok()
-                    .filter(|seconds| seconds.is_finite() && *seconds >= 0.0)
+                    .filter(|seconds| (0.0..=MAX_RETRY_DELAY_SECS).contains(seconds))
                     .map(Duration::from_secs_f64)
                     .ok_or_else(|| {
                         format!(
-                            "SPEKTR_WEBHOOK_RETRY_SCHEDULE: '{item}' is not a number of seconds"
+                            "SPEKTR_WEBHOOK_RETRY_SCHEDULE: '{item}' is not a number of seconds \
+                             from 0 to {MAX_RETRY_DELAY_SECS}"
                         )
                     })
             })
@@ -318,6 +332,45 @@ mod tests {
         let error = config.validate().expect_err("too short");
 
         assert!(error.contains("SPEKTR_METRICS_TOKEN"), "{error}");
+    }
+
+    #[test]
+    fn out_of_range_settings_are_refused_not_panicked_on() {
+        for (flag, value, named) in [
+            (
+                "--webhook-retry-schedule",
+                "1e300",
+                "SPEKTR_WEBHOOK_RETRY_SCHEDULE",
+            ),
+            (
+                "--webhook-retry-schedule",
+                "1,,2",
+                "SPEKTR_WEBHOOK_RETRY_SCHEDULE",
+            ),
+            (
+                "--webhook-retry-schedule=-1",
+                "",
+                "SPEKTR_WEBHOOK_RETRY_SCHEDULE",
+            ),
+            ("--max-body-bytes", "0", "SPEKTR_MAX_BODY_BYTES"),
+            ("--idempotency-ttl-secs", "0", "SPEKTR_IDEMPOTENCY_TTL_SECS"),
+        ] {
+            let args = if value.is_empty() {
+                vec!["spektr-server", flag]
+            } else {
+                vec!["spektr-server", flag, value]
+            };
+            let config = Config::parse_from(args);
+
+            let error = config.validate().expect_err(flag);
+
+            assert!(error.contains(named), "{flag} {value}: {error}");
+        }
+        for schedule in ["", " ", "0,0.5,604800"] {
+            let config =
+                Config::parse_from(["spektr-server", "--webhook-retry-schedule", schedule]);
+            assert!(config.validate().is_ok(), "{schedule:?}");
+        }
     }
 
     #[test]

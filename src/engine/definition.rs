@@ -239,6 +239,10 @@ fn check_external_step(
     }
     check_title_length(step, at, problems);
     match step.get("expectedFields").and_then(Value::as_array) {
+        Some(fields) if fields.len() > MAX_EXPECTED_FIELDS => problems.push(format!(
+            "{at}: 'expectedFields' may list at most {MAX_EXPECTED_FIELDS} fields (a customer \
+             holds at most 1000, so a step expecting more could never be submitted)"
+        )),
         Some(fields) if !fields.is_empty() => check_expected_fields(fields, at, problems),
         _ => problems.push(format!(
             "{at}: 'expectedFields' must be a non-empty array (configure at least one field)"
@@ -366,6 +370,10 @@ fn check_end_step(step: &Value, at: &str, problems: &mut Vec<String>) {
 const MAX_NAME_CHARS: usize = 255;
 /// The most characters a step title may have.
 const MAX_TITLE_CHARS: usize = 1_000;
+
+/// How many fields one External Step may expect: a submit can store no more than a customer
+/// holds (1,000 fields, `engine::executions`), so more could never be completed.
+const MAX_EXPECTED_FIELDS: usize = 1_000;
 
 fn check_title_length(step: &Value, at: &str, problems: &mut Vec<String>) {
     if !is_short(step.get("title"), MAX_TITLE_CHARS) {
@@ -504,6 +512,27 @@ mod tests {
         assert!(text.contains("duplicate field key 'k'"), "{text}");
         assert!(text.contains("unknown field type 'colour'"), "{text}");
         assert!(text.contains("unknown step type 'wait'"), "{text}");
+    }
+
+    #[test]
+    fn a_step_may_expect_at_most_1000_fields() {
+        let fields = |count: usize| {
+            Value::Array(
+                (0..count)
+                    .map(|index| {
+                        json!({"spektrDataField": format!("f{index}"), "type": "string",
+                               "required": true})
+                    })
+                    .collect(),
+            )
+        };
+        let mut definition = guide_process();
+        definition["steps"][0]["expectedFields"] = fields(1_000);
+        assert!(ProcessDefinition::parse(&definition).is_ok());
+
+        definition["steps"][0]["expectedFields"] = fields(1_001);
+        let problems = ProcessDefinition::parse(&definition).expect_err("too many");
+        assert!(problems[0].contains("at most 1000 fields"), "{problems:?}");
     }
 
     #[test]

@@ -646,3 +646,41 @@ async fn a_key_revoked_during_its_first_uses_is_refused_once_the_revocation_answ
         );
     }
 }
+
+#[tokio::test]
+async fn a_bootstrap_file_giving_one_workspace_another_workspaces_key_is_refused_at_start_up() {
+    let database_url = crate::helpers::fresh_database_url().await;
+    let demo = crate::helpers::start_server(&database_url, |config| {
+        config.bootstrap_file = Some(std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/bootstrap.json"
+        )));
+    })
+    .await;
+    demo.stop().await;
+    let file = std::env::temp_dir().join(format!("bootstrap-{}.json", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &file,
+        r#"{"workspaces": [{"id": "w1", "name": "Second",
+                            "apiKeys": ["demo-api-key-change-me-0123456789"]}]}"#,
+    )
+    .expect("write bootstrap file");
+
+    let mut config = crate::helpers::test_config(&database_url);
+    config.bootstrap_file = Some(file.clone());
+    let error = spektr_server::Server::build(config)
+        .await
+        .err()
+        .expect("start-up refused");
+    std::fs::remove_file(&file).ok();
+
+    let message = format!("{error:#}");
+    assert!(
+        message.contains("key #1 of workspace 'w1' belongs to workspace 'demo-workspace'"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("demo-api-key-change-me"),
+        "the key is not printed: {message}"
+    );
+}
