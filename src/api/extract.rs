@@ -115,50 +115,62 @@ pub const MAX_JSON_DEPTH: usize = 64;
 /// Parses a JSON body strictly: UTF-8 without a byte-order mark, one value, no duplicate keys,
 /// at most [`MAX_JSON_DEPTH`] levels deep.
 pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
-    if std::str::from_utf8(bytes).is_err() {
+    let Ok(text) = std::str::from_utf8(bytes) else {
         return Err(ApiError::bad_request("Request body is not valid UTF-8"));
-    }
-    if bytes.starts_with(&[0xEF, 0xBB, 0xBF]) {
+    };
+    if text.starts_with('\u{FEFF}') {
         return Err(ApiError::bad_request(
             "Request body is not valid JSON: it starts with a byte-order mark",
         ));
     }
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if text.bytes().all(|byte| byte.is_ascii_whitespace()) {
         return Err(ApiError::bad_request(
             "Request body is empty; expected a JSON value",
         ));
     }
-    let StrictValue(value) = serde_json::from_slice(bytes).map_err(|error| {
-        ApiError::bad_request(format!("Request body is not valid JSON: {error}"))
-    })?;
-    if depth(&value) > MAX_JSON_DEPTH {
-        return Err(ApiError::bad_request(format!(
-            "Request body is nested more than {MAX_JSON_DEPTH} levels deep"
-        )));
-    }
+    // The text is UTF-8 already, so `from_str` does not check it again.
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let value = serde::de::DeserializeSeed::deserialize(Strict { depth: 1 }, &mut deserializer)
+        .and_then(|value| deserializer.end().map(|()| value))
+        .map_err(|error| {
+            ApiError::bad_request(format!("Request body is not valid JSON: {error}"))
+        })?;
     Ok(value)
 }
 
-/// How many arrays and objects `value` holds inside one another (0 for a scalar).
-fn depth(value: &Value) -> usize {
-    match value {
-        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
-        Value::Object(object) => 1 + object.values().map(depth).max().unwrap_or(0),
-        _ => 0,
+/// Reads one JSON value strictly: an object with a repeated key (which plain `serde_json`
+/// would silently resolve to the last one) and nesting deeper than [`MAX_JSON_DEPTH`] are
+/// refused while parsing. `depth` is the level the value sits at; the body is level 1.
+#[derive(Clone, Copy)]
+struct Strict {
+    depth: usize,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Strict {
+    type Value = Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(StrictVisitor { depth: self.depth })
     }
 }
 
-/// A JSON value that refuses objects with a repeated key, which plain `serde_json` would
-/// silently resolve to the last one.
-struct StrictValue(Value);
-
-impl<'de> serde::Deserialize<'de> for StrictValue {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(StrictValue)
-    }
+struct StrictVisitor {
+    depth: usize,
 }
 
-struct StrictVisitor;
+impl StrictVisitor {
+    /// Refuses an array or object at a level past the limit; returns the seed of its items.
+    fn nested<E: serde::de::Error>(&self) -> Result<Strict, E> {
+        if self.depth > MAX_JSON_DEPTH {
+            return Err(E::custom(format!(
+                "nested more than {MAX_JSON_DEPTH} levels deep"
+            )));
+        }
+        Ok(Strict {
+            depth: self.depth + 1,
+        })
+    }
+}
 
 impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     type Value = Value;
@@ -202,18 +214,20 @@ impl<'de> serde::de::Visitor<'de> for StrictVisitor {
     }
 
     fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let seed = self.nested()?;
         let mut items = Vec::new();
-        while let Some(StrictValue(item)) = seq.next_element()? {
+        while let Some(item) = seq.next_element_seed(seed)? {
             items.push(item);
         }
         Ok(Value::Array(items))
     }
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let seed = self.nested()?;
         let mut object = serde_json::Map::new();
         while let Some(key) = map.next_key::<String>()? {
             check_nul(&key)?;
-            let StrictValue(value) = map.next_value()?;
+            let value = map.next_value_seed(seed)?;
             if object.insert(key.clone(), value).is_some() {
                 return Err(serde::de::Error::custom(format!("duplicate key '{key}'")));
             }
