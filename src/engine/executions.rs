@@ -419,23 +419,55 @@ fn is_valid_field_key(key: &str) -> bool {
 
 /// Refuses a prefill or a payload (`what`) that would make the customer's stored fields grow
 /// past the caps; checked on the merged fields inside the writing transaction, so concurrent
-/// writers cannot overshoot.
-/// The server's own `external_data_failure` is not counted against the caps, so a customer
-/// filled to them by prefills can still submit and time out.
+/// writers cannot overshoot. The caps are on the fields clients store: the server's own
+/// `external_data_failure` is not counted, so a customer filled to them can still submit and
+/// time out.
 fn check_customer_size(fields: &Map<String, Value>, what: &str) -> Result<(), EngineError> {
-    let (mut max_fields, mut max_bytes) = (MAX_CUSTOMER_FIELDS, MAX_CUSTOMER_FIELDS_BYTES);
-    if fields.contains_key(EXTERNAL_DATA_FAILURE) {
-        // `,"external_data_failure":false` is 30 bytes.
-        (max_fields, max_bytes) = (max_fields + 1, max_bytes + 32);
-    }
-    let bytes = serde_json::to_vec(fields).map_or(usize::MAX, |text| text.len());
-    if fields.len() > max_fields || bytes > max_bytes {
+    let clients = ClientFields(fields);
+    let mut size = ByteCount(0);
+    let bytes = serde_json::to_writer(&mut size, &clients).map_or(usize::MAX, |()| size.0);
+    if clients.len() > MAX_CUSTOMER_FIELDS || bytes > MAX_CUSTOMER_FIELDS_BYTES {
         return Err(EngineError::InvalidInput(format!(
             "this {what} would give the customer more than {MAX_CUSTOMER_FIELDS} fields \
              or more than {MAX_CUSTOMER_FIELDS_BYTES} bytes of fields"
         )));
     }
     Ok(())
+}
+
+/// A customer's fields without the server's `external_data_failure`, serialised as an object.
+struct ClientFields<'a>(&'a Map<String, Value>);
+
+impl ClientFields<'_> {
+    fn iter(&self) -> impl Iterator<Item = (&String, &Value)> {
+        self.0
+            .iter()
+            .filter(|(key, _)| key.as_str() != EXTERNAL_DATA_FAILURE)
+    }
+
+    fn len(&self) -> usize {
+        self.iter().count()
+    }
+}
+
+impl serde::Serialize for ClientFields<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+/// Counts the bytes written to it, to size JSON without building it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn waiting_step<'a>(
