@@ -38,7 +38,7 @@ pub async fn apply(engine: &Engine, path: &Path) -> anyhow::Result<()> {
             .put_workspace(&workspace.id, &workspace.name)
             .await
             .with_context(|| format!("bootstrap workspace '{}'", workspace.id))?;
-        for key in &workspace.api_keys {
+        for (index, key) in workspace.api_keys.iter().enumerate() {
             anyhow::ensure!(
                 key.len() >= 16,
                 "bootstrap API keys of workspace '{}' must be at least 16 characters",
@@ -54,8 +54,8 @@ pub async fn apply(engine: &Engine, path: &Path) -> anyhow::Result<()> {
                 && owner != workspace.id
             {
                 anyhow::bail!(
-                    "bootstrap API key {} of workspace '{}' belongs to workspace '{owner}'",
-                    key_index(&workspace.api_keys, key),
+                    "bootstrap API key #{} of workspace '{}' belongs to workspace '{owner}'",
+                    index + 1,
                     workspace.id
                 );
             }
@@ -86,13 +86,4 @@ async fn apply_process(engine: &Engine, workspace_id: &str, process: &Value) -> 
             other => anyhow::anyhow!("bootstrap process '{id}': {other}"),
         })?;
     Ok(())
-}
-
-/// `#N` (1-based) of `key` in `keys`, to name a key without printing it.
-fn key_index(keys: &[String], key: &str) -> String {
-    let index = keys
-        .iter()
-        .position(|candidate| candidate == key)
-        .unwrap_or(0);
-    format!("#{}", index + 1)
 }
